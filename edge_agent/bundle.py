@@ -1,0 +1,296 @@
+"""The model bundle: the contract between the trainer and the agent.
+
+A bundle is a folder with ``model.tflite`` (full-integer int8), optionally ``model_float.tflite``
+(the float32 export, for comparison) and ``manifest.json`` holding everything the agent needs
+and nothing it must guess: feature order, normalisation, sample period, state tensors with their
+zero state, scoring parameters and thresholds, the model's sha256, a training summary.
+
+The schema lives here, in the agent, and the trainer writes it with these same classes, so the
+two sides cannot drift apart. :func:`load_bundle` refuses a missing, truncated, tampered or
+incompatible bundle with a message naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+TensorDtype = Literal["float32", "int8", "int16", "int32", "uint8"]
+
+
+class Strict(BaseModel):
+    """Base of every manifest section: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(Strict):
+    """A tensor of the TFLite model, as the interpreter reports it."""
+
+    name: str
+    index: int = Field(ge=0)
+    shape: list[int]
+    dtype: TensorDtype
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+class StateTensor(TensorSpec):
+    """A recurrent state tensor (an LSTM's h or c) and its zero state.
+
+    The zero state of a quantised model is not all zeros (it is the zero point), so it is read
+    from a freshly reset interpreter at export time and stored here.
+    """
+
+    role: Literal["h", "c"]
+    layer: int = Field(ge=0)
+    zero: list[float]
+
+
+class ModelFile(Strict):
+    """One ``.tflite`` file of the bundle and the tensors the agent drives."""
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(gt=0)
+    kind: Literal["int8", "float32"]
+    input: TensorSpec
+    output: TensorSpec
+    state: list[StateTensor]
+
+    def state_signature(self) -> list[tuple[Any, ...]]:
+        """What must match for per-stream state to carry over to another model file."""
+        return [(s.role, s.layer, tuple(s.shape), s.dtype, s.scale, s.zero_point)
+                for s in self.state]
+
+
+class Normalisation(Strict):
+    """How raw readings become model inputs: ``(x - mean) / std`` per feature, clipped.
+
+    Every stream learns a *baseline* (mean and spread) from its first ``baseline_readings``
+    readings: its own normal operating point, which may differ from the training machines'.
+    With ``per_stream`` the baseline also standardises the stream's inputs (``min_std`` floors
+    its spread so a flat baseline cannot blow inputs up); otherwise the training set's
+    ``mean``/``std`` serve every stream and the baseline only anchors the level score.
+    """
+
+    mean: list[float]
+    std: list[float]
+    min_std: list[float]
+    per_stream: bool = False
+    baseline_readings: int = Field(default=0, ge=0)
+    clip: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _baseline_for_per_stream(self) -> "Normalisation":
+        if self.per_stream and self.baseline_readings < 2:
+            raise ValueError("per_stream normalisation needs baseline_readings >= 2")
+        return self
+
+
+class Smoothing(Strict):
+    """Exponentially weighted moving average of the raw score (``alpha`` 1 = none)."""
+
+    alpha: float = Field(gt=0, le=1)
+
+
+class Threshold(Strict):
+    """Alert thresholds on the smoothed score, and how the trainer chose them."""
+
+    enter: float = Field(gt=0)
+    exit: float = Field(gt=0)
+    method: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exit_not_above_enter(self) -> "Threshold":
+        if self.exit > self.enter:
+            raise ValueError(f"exit threshold {self.exit} is above enter threshold {self.enter}")
+        return self
+
+
+class LevelScoring(Strict):
+    """The level part of the score: how far a stream's recent mean has moved from its baseline.
+
+    ``alpha`` is the EWMA weight of the recent mean; ``scale`` the spread of that deviation per
+    feature on normal data (so about 1 is normal).
+    """
+
+    alpha: float = Field(gt=0, le=1)
+    scale: list[float]
+
+
+class Scoring(Strict):
+    """Parameters of :mod:`edge_agent.scoring`; see there for the formula."""
+
+    error_scale: list[float]
+    smoothing: Smoothing
+    level: LevelScoring | None = None
+    threshold: Threshold
+    top_features: int = Field(default=3, ge=1)
+
+
+class Architecture(Strict):
+    layers: list[int]
+    sequence_length: int
+    horizon: int = 1
+
+
+class Manifest(Strict):
+    schema_version: int
+    name: str
+    created: str
+    trainer_version: str
+    features: list[str] = Field(min_length=1)
+    sample_period_s: float | None
+    normalisation: Normalisation
+    architecture: Architecture
+    model: ModelFile
+    float_model: ModelFile | None = None
+    scoring: Scoring
+    training: dict[str, Any] = Field(default_factory=dict)
+    parity: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        n = len(self.features)
+        for key, values in (("normalisation.mean", self.normalisation.mean),
+                            ("normalisation.std", self.normalisation.std),
+                            ("normalisation.min_std", self.normalisation.min_std),
+                            ("scoring.error_scale", self.scoring.error_scale)):
+            if len(values) != n:
+                raise ValueError(f"{key} has {len(values)} values for {n} features")
+        level = self.scoring.level
+        if level is not None:
+            if len(level.scale) != n:
+                raise ValueError(f"scoring.level.scale has {len(level.scale)} values for {n} "
+                                 "features")
+            if self.normalisation.baseline_readings < 1:
+                raise ValueError("scoring.level needs normalisation.baseline_readings >= 1")
+        scales = self.normalisation.std + self.normalisation.min_std + self.scoring.error_scale
+        if level is not None:
+            scales = scales + level.scale
+        if any(not s > 0 for s in scales):
+            raise ValueError("std, min_std, error_scale and level.scale must be positive")
+        for name, spec in (("model", self.model), ("float_model", self.float_model)):
+            if spec is None:
+                continue
+            for role, tensor in (("input", spec.input), ("output", spec.output)):
+                if tensor.shape[-1] != n:
+                    raise ValueError(f"{name}.{role} shape {tensor.shape} does not end in the "
+                                     f"{n} features")
+            for st in spec.state:
+                size = 1
+                for d in st.shape:
+                    size *= d
+                if len(st.zero) != size:
+                    raise ValueError(f"{name}.state {st.name!r}: zero state has {len(st.zero)} "
+                                     f"values for shape {st.shape}")
+        return self
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, verified bundle."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.model.file
+
+    @property
+    def float_model_path(self) -> Path | None:
+        fm = self.manifest.float_model
+        return None if fm is None else self.path / fm.file
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest.model.sha256
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _format_validation(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def _verify_file(root: Path, spec: ModelFile, key: str) -> None:
+    path = root / spec.file
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (named by manifest key {key}.file)")
+    size = path.stat().st_size
+    if size != spec.size_bytes:
+        raise BundleError(f"{path}: {size} bytes, the manifest says {spec.size_bytes} "
+                          "(truncated or replaced)")
+    actual = sha256_file(path)
+    if actual != spec.sha256:
+        raise BundleError(f"{path}: sha256 {actual} does not match the manifest's "
+                          f"{spec.sha256} (the file was modified after export)")
+
+
+def parse_manifest(text: str, where: str) -> Manifest:
+    """Parse and validate manifest JSON; ``where`` names it in errors."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                          f"{exc.colno}); the file is truncated or corrupt") from None
+    if not isinstance(raw, dict):
+        raise BundleError(f"{where}: expected a JSON object")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"{where}: schema_version {version!r} is not supported by this agent "
+                          f"(it reads version {SCHEMA_VERSION}); re-export the bundle with a "
+                          "matching trainer")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{where}: invalid manifest:\n{_format_validation(exc)}") from None
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load and verify a bundle folder (manifest schema, file sizes and sha256)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root}: bundle folder not found")
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path}: missing; is {root} a bundle written by "
+                          "edge-trainer?")
+    manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
+    _verify_file(root, manifest.model, "model")
+    if manifest.float_model is not None:
+        _verify_file(root, manifest.float_model, "float_model")
+    return Bundle(path=root, manifest=manifest)
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` atomically (the trainer's side of the contract)."""
+    target = root / MANIFEST_NAME
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n",
+                   encoding="utf-8")
+    tmp.replace(target)
+    return target

@@ -1,0 +1,217 @@
+"""One reading through the whole decision path: admit → normalise → score → decide → step.
+
+This is the single code path that turns a reading into a score and alerts. The agent's worker
+calls it for every MQTT reading; the trainer calls it to calibrate thresholds and to evaluate
+recordings. So a figure measured offline is the device's figure.
+
+Order of work for one reading of a stream:
+
+1. admission: duplicates and out-of-order readings are dropped untouched; a long gap resets
+   the stream (an open episode ends first);
+2. per-stream baseline: while it is being learned the reading only feeds it;
+3. normalise with the stream's scale;
+4. score the reading against the forecast made one step earlier (smoothed);
+5. decide: after warm-up, the episode state machine may emit ``start``/``update``/``end``;
+6. step the LSTM with the reading, keeping the forecast of the next one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from . import alerts as episodes
+from .alerts import AlertSettings, EventType
+from .bundle import Bundle
+from .model import StatefulModel
+from .normalise import Baseline, Normaliser
+from .scoring import Scorer, ScoreState
+from .streams import Admission, StreamState, admit
+
+Status = Literal["warming_up", "normal", "anomalous"]
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """The agent-side knobs of detection (the model-side ones come from the manifest)."""
+
+    warmup_readings: int = 20
+    gap_reset_s: float | None = None
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    threshold_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """How one feature contributed to a score: what was seen, what the model expected."""
+
+    feature: str
+    observed: float
+    expected: float
+    z: float  # the larger of its forecast error and its level shift, in normal spreads
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An episode event, before the agent adds its identity and topic fields."""
+
+    type: EventType
+    alert_id: str
+    stream_id: str
+    at: float
+    started_at: float
+    score: float
+    peak_score: float
+    threshold: float
+    exit_threshold: float
+    readings: int
+    top_features: tuple[Contribution, ...]
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reading did to its stream."""
+
+    admission: Admission
+    status: Status
+    score: float | None = None
+    raw_score: float | None = None
+    expected: np.ndarray | None = None
+    alerts: tuple[Alert, ...] = ()
+    errors: np.ndarray | None = None
+    shift: np.ndarray | None = None
+
+
+class Detector:
+    """Scores readings of any number of streams with one model and one set of parameters."""
+
+    def __init__(self, bundle: Bundle, model: StatefulModel,
+                 settings: DetectorSettings = DetectorSettings()) -> None:
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.model = model
+        self.settings = settings
+        self.features = list(manifest.features)
+        self.normaliser = Normaliser(manifest.normalisation)
+        self.scorer = Scorer(manifest.scoring)
+        self.enter = manifest.scoring.threshold.enter * settings.threshold_scale
+        self.exit = manifest.scoring.threshold.exit * settings.threshold_scale
+
+    # -- streams ---------------------------------------------------------------------------
+    def new_stream(self, stream_id: str) -> StreamState:
+        state = StreamState(stream_id=stream_id, lstm=self.model.zero_state(),
+                            warmup_left=self.settings.warmup_readings)
+        if self.normaliser.baseline_readings > 0:
+            state.baseline = Baseline.empty(len(self.features))
+        if not self.normaliser.per_stream:
+            state.scale = self.normaliser.global_scale
+        return state
+
+    def reset(self, state: StreamState) -> Alert | None:
+        """Start the stream over (LSTM state, warm-up, score memory); keep its baseline.
+
+        Returns the ``end`` of an episode that was open, which the caller must publish.
+        """
+        ended = None
+        if state.episode.active:
+            ended = self._event(state, "end", state.last_ts or 0.0, reason="reset")
+            episodes.close(state.episode, self.settings.alerts)
+        state.lstm = self.model.zero_state()
+        state.prediction = None
+        state.warmup_left = self.settings.warmup_readings
+        state.score = ScoreState()
+        state.episode.above = state.episode.below = 0
+        state.resets += 1
+        return ended
+
+    def _learn_baseline(self, state: StreamState, values: np.ndarray) -> None:
+        baseline = state.baseline
+        assert baseline is not None
+        baseline.add(values)
+        if baseline.count < self.normaliser.baseline_readings:
+            return
+        if self.normaliser.per_stream:
+            state.scale = self.normaliser.scale_from(baseline)
+        assert state.scale is not None
+        state.anchor = state.scale.forward(baseline.mean)
+
+    # -- one reading -----------------------------------------------------------------------
+    def process(self, state: StreamState, values: np.ndarray, ts: float,
+                has_own_timestamp: bool = True) -> Outcome:
+        """Feed one raw reading (one float per feature, in manifest order) to its stream."""
+        admission = admit(state, ts, has_own_timestamp, self.settings.gap_reset_s)
+        if admission is Admission.DUPLICATE or admission is Admission.OUT_OF_ORDER:
+            return Outcome(admission, self.status(state))
+        events: list[Alert] = []
+        if admission is Admission.RESET:
+            ended = self.reset(state)
+            if ended is not None:
+                events.append(ended)
+        state.last_ts = ts
+        state.readings += 1
+        if self._learning_baseline(state):
+            self._learn_baseline(state, values)
+            if state.scale is None:  # per-stream inputs wait for the stream's own scale
+                return Outcome(admission, "warming_up", alerts=tuple(events))
+
+        scale = state.scale
+        assert scale is not None
+        x = scale.forward(values)
+        score = raw = None
+        expected = z = shift = None
+        prediction = state.prediction
+        if prediction is not None:
+            scorer = self.scorer
+            z = scorer.errors(x, prediction)
+            raw = scorer.raw(z)
+            score = scorer.smooth(state.score, raw)
+            contributions = z
+            if scorer.has_level and state.anchor is not None:
+                shift = scorer.level_shift(state.score, x, state.anchor)
+                level = scorer.raw(shift)
+                if level > score:
+                    score = level
+                contributions = np.maximum(np.abs(z), np.abs(shift))
+            expected = scale.inverse(prediction)
+            if state.warmup_left == 0 and not self._learning_baseline(state):
+                kind = episodes.advance(state.episode, self.settings.alerts, score, ts,
+                                        enter=self.enter, exit=self.exit,
+                                        stream_id=state.stream_id)
+                if kind is not None:
+                    events.append(self._event(state, kind, ts, score, values, expected,
+                                              contributions))
+        if state.warmup_left > 0:
+            state.warmup_left -= 1
+        state.prediction = self.model.step(x, state.lstm).astype(np.float64)
+        return Outcome(admission, self.status(state), score, raw, expected, tuple(events), z,
+                       shift)
+
+    @staticmethod
+    def _learning_baseline(state: StreamState) -> bool:
+        return state.baseline is not None and state.anchor is None
+
+    def status(self, state: StreamState) -> Status:
+        if state.warmup_left > 0 or state.prediction is None or self._learning_baseline(state):
+            return "warming_up"
+        return "anomalous" if state.episode.active else "normal"
+
+    def _event(self, state: StreamState, kind: EventType, at: float, score: float | None = None,
+               values: np.ndarray | None = None, expected: np.ndarray | None = None,
+               contributions: np.ndarray | None = None, reason: str | None = None) -> Alert:
+        ep = state.episode
+        top: tuple[Contribution, ...] = ()
+        if contributions is not None and values is not None and expected is not None:
+            top = tuple(Contribution(self.features[i], float(values[i]), float(expected[i]),
+                                     float(contributions[i]))
+                        for i in self.scorer.top_features(contributions))
+        if score is None:
+            score = state.score.smoothed if state.score.smoothed is not None else 0.0
+        return Alert(
+            type=kind, alert_id=ep.alert_id or "", stream_id=state.stream_id, at=at,
+            started_at=ep.started_at if ep.started_at is not None else at,
+            score=float(score), peak_score=ep.peak, threshold=self.enter,
+            exit_threshold=self.exit, readings=ep.readings, top_features=top,
+            reason=reason or ("recovered" if kind == "end" else None))

@@ -1,0 +1,151 @@
+"""Calibrate scoring on validation data, with the agent's own detector on the int8 model.
+
+Every recording streams through :class:`edge_agent.detector.Detector` from its first reading,
+exactly as a live stream would (so per-stream baselines and warm-up happen as on the device);
+only the readings of its validation part are collected.
+
+1. With unit scales, collect per-feature forecast errors and level shifts; their root mean
+   square becomes ``error_scale`` and ``level.scale`` (so each part of the score is about 1 on
+   normal data).
+2. With those scales, collect the smoothed scores and choose the alert threshold:
+   ``quantile`` (a high quantile times a margin) or ``sweep`` (telemanom's idea: thresholds
+   ``mean + z·sd`` for a range of z, keeping the one whose removal of the points above it most
+   reduces the scores' mean and spread per anomalous point and sequence it flags).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge_agent.alerts import AlertSettings
+from edge_agent.bundle import Bundle, LevelScoring, Manifest, Scoring, Smoothing, Threshold
+from edge_agent.csvdata import Recording
+from edge_agent.detector import Detector, DetectorSettings
+from edge_agent.model import StatefulModel
+
+from .config import ScoringConfig, ThresholdConfig
+
+SCALE_FLOOR = 1e-3
+_NEVER = 1e12  # a threshold no score reaches: collect without raising alerts
+
+
+@dataclass
+class Trace:
+    """What the detector produced over one recording's validation part (for the report)."""
+
+    path: str
+    values: np.ndarray
+    expected: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class Calibration:
+    scoring: Scoring
+    scores: np.ndarray
+    traces: list[Trace] = field(default_factory=list)
+
+
+def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
+                 settings: DetectorSettings, start: int) -> dict[str, np.ndarray]:
+    """Stream a whole recording; return errors, shifts, scores, expected from ``start`` on."""
+    detector = Detector(bundle, model, settings)
+    stream = detector.new_stream(recording.path)
+    stamps = recording.timestamps
+    n, f = recording.values.shape
+    out = {"errors": np.full((n, f), np.nan), "shift": np.full((n, f), np.nan),
+           "score": np.full(n, np.nan), "expected": np.full((n, f), np.nan)}
+    for i in range(n):
+        ts = float(stamps[i]) if stamps is not None else float(i)
+        outcome = detector.process(stream, recording.values[i], ts)
+        if i < start or outcome.status == "warming_up" or outcome.score is None:
+            continue
+        out["score"][i] = outcome.score
+        out["errors"][i] = outcome.errors
+        out["expected"][i] = outcome.expected
+        if outcome.shift is not None:
+            out["shift"][i] = outcome.shift
+    return {k: v[start:] for k, v in out.items()}
+
+
+def _rms(rows: np.ndarray) -> list[float]:
+    rows = rows[~np.isnan(rows).any(axis=1)]
+    if rows.shape[0] == 0:
+        raise ValueError("no scored validation readings: validation parts are shorter than "
+                         "the warm-up and baseline")
+    return np.maximum(np.sqrt(np.mean(rows ** 2, axis=0)), SCALE_FLOOR).tolist()
+
+
+def sweep_threshold(scores: np.ndarray, config: ThresholdConfig) -> tuple[float, dict[str, Any]]:
+    """telemanom-style threshold selection, written from its published description.
+
+    >>> s = np.r_[np.zeros(98), 10.0, 10.0] + np.linspace(0, 0.1, 100)
+    >>> eps, info = sweep_threshold(s, ThresholdConfig(method="sweep", z_min=2, z_max=5))
+    >>> 0.2 < eps < 10.0
+    True
+    """
+    mean, sd = float(np.mean(scores)), float(np.std(scores))
+    best: tuple[float, float, float] | None = None  # (criterion, z, epsilon)
+    for z in np.arange(config.z_min, config.z_max + 1e-9, config.z_step):
+        epsilon = mean + z * sd
+        above = scores > epsilon
+        n_above = int(above.sum())
+        if n_above == 0 or n_above >= 0.5 * len(scores):
+            continue
+        below = scores[~above]
+        runs = int(np.sum(np.diff(np.r_[0, above.astype(np.int8)]) == 1))
+        criterion = ((mean - below.mean()) / mean + (sd - below.std()) / sd) / (runs ** 2 + n_above)
+        if best is None or criterion >= best[0]:
+            best = (criterion, float(z), epsilon)
+    if best is None:  # nothing stands out: the largest z in the range
+        z = config.z_max
+        return mean + z * sd, {"z": z, "mean": mean, "sd": sd, "criterion": None}
+    return best[2], {"z": best[1], "mean": mean, "sd": sd, "criterion": best[0]}
+
+
+def choose_threshold(scores: np.ndarray, config: ThresholdConfig) -> Threshold:
+    if config.method == "quantile":
+        base = float(np.quantile(scores, config.quantile))
+        details: dict[str, Any] = {"quantile": config.quantile, "quantile_value": base}
+    else:
+        base, details = sweep_threshold(scores, config)
+    enter = max(base * config.margin, SCALE_FLOOR)
+    details.update(margin=config.margin, exit_ratio=config.exit_ratio,
+                   normal_scores=len(scores))
+    return Threshold(enter=enter, exit=enter * config.exit_ratio, method=config.method,
+                     details=details)
+
+
+def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recording],
+              starts: Sequence[int], config: ScoringConfig) -> Calibration:
+    """Scoring parameters for ``bundle`` (whose scoring section is replaced)."""
+    n = len(bundle.manifest.features)
+    settings = DetectorSettings(warmup_readings=config.warmup_readings, alerts=AlertSettings())
+    level = LevelScoring(alpha=config.level.alpha, scale=[1.0] * n) if config.level.enabled \
+        else None
+    probe = Scoring(error_scale=[1.0] * n, smoothing=Smoothing(alpha=config.smoothing_alpha),
+                    level=level, top_features=config.top_features,
+                    threshold=Threshold(enter=_NEVER, exit=_NEVER, method="probe"))
+    runs = [run_detector(_with_scoring(bundle, probe), model, rec, settings, start)
+            for rec, start in zip(recordings, starts)]
+    error_scale = _rms(np.concatenate([r["errors"] for r in runs]))
+    if level is not None:
+        level = LevelScoring(alpha=level.alpha,
+                             scale=_rms(np.concatenate([r["shift"] for r in runs])))
+    scaled = probe.model_copy(update={"error_scale": error_scale, "level": level})
+    runs = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, start)
+            for rec, start in zip(recordings, starts)]
+    scores = np.concatenate([r["score"] for r in runs])
+    scores = scores[~np.isnan(scores)]
+    threshold = choose_threshold(scores, config.threshold)
+    traces = [Trace(rec.path, rec.values[start:], r["expected"], r["score"])
+              for rec, start, r in zip(recordings, starts, runs)]
+    return Calibration(scaled.model_copy(update={"threshold": threshold}), scores, traces)
+
+
+def _with_scoring(bundle: Bundle, scoring: Scoring) -> Bundle:
+    manifest: Manifest = bundle.manifest.model_copy(update={"scoring": scoring})
+    return Bundle(path=bundle.path, manifest=manifest)

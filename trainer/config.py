@@ -1,0 +1,133 @@
+"""The trainer's configuration (``configs/trainer.yaml``), validated section by section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edge_agent.configfile import Section, load_config
+from edge_agent.csvdata import CsvSpec
+
+
+class DataConfig(Section):
+    """Where the sensor history is and how to read it."""
+
+    paths: list[str] = Field(default_factory=list, description=(
+        "CSV files, folders (all *.csv inside) or glob patterns; each file is one sequence. "
+        "Relative paths are relative to the config file."))
+    separator: str | None = Field(None, description="Column separator; null detects it.")
+    timestamp_column: str | None = Field("auto", description=(
+        "Timestamp column name; 'auto' finds timestamp/datetime/time; null: none."))
+    features: list[str] | None = Field(None, description=(
+        "Feature columns in model order; null: every numeric column except labels."))
+    label_columns: list[str] = Field(default_factory=lambda: ["anomaly", "changepoint", "label"],
+                                     description="Columns never fed to the model.")
+    nan_policy: Literal["drop", "ffill", "fail"] = Field(
+        "fail", description="Missing/NaN/Inf cells: drop the row, forward-fill, or fail.")
+    min_rows: int = Field(100, ge=2, description="Fewest usable rows a file may have.")
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description=(
+        "The last part of every file (by time) held out for validation and calibration."))
+    sample_period_s: float | None = Field(None, gt=0, description=(
+        "Seconds between readings; null infers it from the timestamps."))
+
+    def csv_spec(self) -> CsvSpec:
+        return CsvSpec(separator=self.separator, timestamp_column=self.timestamp_column,
+                       features=self.features, label_columns=tuple(self.label_columns),
+                       nan_policy=self.nan_policy, min_rows=self.min_rows)
+
+
+class NormalisationConfig(Section):
+    per_stream: bool = Field(False, description=(
+        "Standardise each stream by its own baseline (its first baseline_readings readings) "
+        "instead of the training set's statistics."))
+    baseline_readings: int = Field(200, ge=0, description=(
+        "Readings that form a stream's baseline (needed by per_stream and the level score)."))
+    clip: float = Field(10.0, gt=0, description="Normalised inputs are clipped to ±clip.")
+    min_std_fraction: float = Field(0.05, gt=0, description=(
+        "Floor of a stream's baseline spread, as a fraction of the training set's spread."))
+
+
+class ModelConfig(Section):
+    layers: list[int] = Field(default_factory=lambda: [32], min_length=1,
+                              description="LSTM units per layer.")
+    sequence_length: int = Field(64, ge=2, description="Training window length (readings).")
+    window_stride: int = Field(8, ge=1, description="Readings between training windows.")
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(30, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    early_stopping_patience: int = Field(4, ge=1, description=(
+        "Stop after this many epochs without validation improvement (best weights kept)."))
+    seed: int = 42
+
+
+class ExportConfig(Section):
+    representative_readings: int = Field(2000, ge=10, description=(
+        "Consecutive real training readings fed to the int8 calibration."))
+    parity_tolerance: float = Field(0.10, ge=0, description=(
+        "Fail the export when the int8 forecast error exceeds the float one by more than "
+        "this fraction."))
+
+
+class ThresholdConfig(Section):
+    method: Literal["quantile", "sweep"] = Field("quantile", description=(
+        "quantile: a high quantile of normal scores times a margin; sweep: telemanom-style "
+        "mean + z*sd with z chosen by the pruning criterion."))
+    quantile: float = Field(0.999, gt=0.5, lt=1)
+    margin: float = Field(1.2, ge=1.0, description="Multiplier on the chosen threshold.")
+    z_min: float = Field(2.5, gt=0)
+    z_max: float = Field(12.0, gt=0)
+    z_step: float = Field(0.5, gt=0)
+    exit_ratio: float = Field(0.75, gt=0, le=1, description="exit threshold = enter * this.")
+
+    @model_validator(mode="after")
+    def _z_range(self) -> "ThresholdConfig":
+        if self.z_max < self.z_min:
+            raise ValueError("z_max must not be below z_min")
+        return self
+
+
+class LevelConfig(Section):
+    enabled: bool = Field(True, description="Score shifts of a stream's mean from its baseline.")
+    alpha: float = Field(0.02, gt=0, le=1, description="EWMA weight of the recent mean.")
+
+
+class ScoringConfig(Section):
+    smoothing_alpha: float = Field(0.1, gt=0, le=1, description="EWMA weight of the score.")
+    level: LevelConfig = Field(default_factory=LevelConfig)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    top_features: int = Field(3, ge=1)
+    warmup_readings: int = Field(20, ge=0, description=(
+        "Readings not scored after a stream starts (use the agent's value)."))
+
+
+class OutputConfig(Section):
+    dir: str = Field("bundles/model", description="Bundle folder (relative to the config).")
+    name: str = Field("model", description="Model name recorded in the manifest.")
+    keep_float_model: bool = True
+    report: bool = Field(True, description="Draw report.png into the bundle.")
+
+
+class TrainerConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    normalisation: NormalisationConfig = Field(default_factory=NormalisationConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+def load(path: str | Path) -> TrainerConfig:
+    """Read a trainer config; relative data and output paths resolve against its folder."""
+    config = load_config(path, TrainerConfig)
+    base = Path(path).resolve().parent
+    data = config.data.model_copy(update={"paths": [str(_resolve(base, p))
+                                                    for p in config.data.paths]})
+    output = config.output.model_copy(update={"dir": str(_resolve(base, config.output.dir))})
+    return config.model_copy(update={"data": data, "output": output})
+
+
+def _resolve(base: Path, path: str) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate

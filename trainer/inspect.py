@@ -1,0 +1,68 @@
+"""``edge-trainer inspect BUNDLE``: verify a bundle and print what is in it.
+
+Verification is the agent's own: manifest schema, file sizes and sha256, then the model is
+loaded in the agent runtime and its tensors and zero state are checked against the manifest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_agent.bundle import Bundle, ModelFile, load_bundle
+from edge_agent.model import StatefulModel, load_runtime
+
+
+def verify(path: str | Path) -> Bundle:
+    bundle = load_bundle(path)
+    runtime = load_runtime()
+    StatefulModel(bundle.model_path, bundle.manifest.model, runtime)
+    if bundle.float_model_path is not None and bundle.manifest.float_model is not None:
+        StatefulModel(bundle.float_model_path, bundle.manifest.float_model, runtime)
+    return bundle
+
+
+def _model_lines(label: str, spec: ModelFile) -> list[str]:
+    lines = [f"{label}: {spec.file}  {spec.kind}  {spec.size_bytes} bytes  sha256 {spec.sha256}"]
+    for tensor in spec.state:
+        lines.append(f"    state {tensor.name:9s} tensor {tensor.index:3d}  {tensor.dtype:7s} "
+                     f"{tensor.shape}  scale {tensor.scale:.3g} zero point {tensor.zero_point}")
+    return lines
+
+
+def summary(bundle: Bundle) -> str:
+    m = bundle.manifest
+    norm, scoring = m.normalisation, m.scoring
+    mode = (f"per stream (baseline of {norm.baseline_readings} readings)" if norm.per_stream
+            else "training-set statistics"
+            + (f"; level anchored on a {norm.baseline_readings}-reading baseline"
+               if scoring.level else ""))
+    period = f"{m.sample_period_s:g} s" if m.sample_period_s else "unknown"
+    lines = [
+        f"bundle {bundle.path}: OK (schema {m.schema_version}, sha256 and tensors verified)",
+        f"name: {m.name}   created {m.created} by trainer {m.trainer_version}",
+        f"features ({len(m.features)}): {', '.join(m.features)}",
+        f"sample period: {period}",
+        f"normalisation: {mode}; inputs clipped to ±{norm.clip:g}",
+        f"architecture: LSTM {m.architecture.layers}, trained on windows of "
+        f"{m.architecture.sequence_length}, forecasting {m.architecture.horizon} step ahead",
+        *_model_lines("model", m.model),
+    ]
+    if m.float_model is not None:
+        lines += _model_lines("float model", m.float_model)
+    level = (f"; level shift alpha {scoring.level.alpha:g}" if scoring.level else "; no level part")
+    lines += [
+        f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}; top {scoring.top_features}"
+        " features reported",
+        f"threshold ({scoring.threshold.method}): enter {scoring.threshold.enter:.4g}, "
+        f"exit {scoring.threshold.exit:.4g}",
+    ]
+    t = m.training
+    if t:
+        lines.append(f"training: {len(t.get('files', []))} file(s), {t.get('train_rows')} train / "
+                     f"{t.get('validation_rows')} validation rows, {t.get('epochs_run')} epochs "
+                     f"(best {t.get('best_epoch')}), {t.get('seconds')} s")
+    p = m.parity
+    if p:
+        lines.append(f"parity: forecast MAE float {p['float_mae']:.4f}, int8 {p['int8_mae']:.4f}; "
+                     f"int8 vs float mean deviation {p['deviation_mean']:.4f}")
+    return "\n".join(lines)
