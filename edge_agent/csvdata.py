@@ -307,4 +307,5 @@ def sample_period(recordings: Sequence[Recording]) -> float | None:
              if rec.timestamps is not None and len(rec.timestamps) > 1]
     if not diffs:
         return None
-    return float(np.median(np.concatenate(diffs)))
+    # Epoch floats make 0.1 s come out as 0.0999999: timestamps carry microseconds at best.
+    return round(float(np.median(np.concatenate(diffs))), 6)

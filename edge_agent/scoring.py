@@ -83,7 +83,9 @@ class Scorer:
         """Per-feature distance of the stream's recent mean from its baseline ``anchor``."""
         assert self.inv_level_scale is not None
         recent = state.level
-        recent = x.copy() if recent is None else recent + self.level_alpha * (x - recent)
+        if recent is None:  # a (re)started stream's recent mean begins at its baseline
+            recent = anchor
+        recent = recent + self.level_alpha * (x - recent)
         state.level = recent
         return (recent - anchor) * self.inv_level_scale
 

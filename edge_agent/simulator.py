@@ -165,10 +165,16 @@ def write_csv(path: str | Path, sim: Simulation, *, start_epoch: float = 1_767_2
     return path
 
 
-def write_training_set(folder: str | Path, *, files: int = 6, minutes: float = 10.0,
+def training_joint(seed: int, index: int) -> JointParams:
+    """The parameters of joint ``index`` of the training set written with ``seed``."""
+    return joint_params(np.random.default_rng(seed * 1000 + index))
+
+
+def write_training_set(folder: str | Path, *, files: int = 12, minutes: float = 10.0,
                        period_s: float = 0.1, seed: int = 7) -> list[Path]:
     """Normal-operation recordings of ``files`` different joints (the demo's training data)."""
     n = int(minutes * 60 / period_s)
     return [write_csv(Path(folder) / f"joint{i:02d}.csv",
-                      simulate(n, period_s, seed=seed * 1000 + i), label_column=None)
+                      simulate(n, period_s, seed=seed * 1000 + i,
+                               params=training_joint(seed, i)), label_column=None)
             for i in range(files)]

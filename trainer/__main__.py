@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_inspect)
     s = sub.add_parser("simulate", help="write simulated robot-joint recordings (normal only)")
     s.add_argument("--out", required=True)
-    s.add_argument("--files", type=int, default=6)
+    s.add_argument("--files", type=int, default=12)
     s.add_argument("--minutes", type=float, default=10.0)
     s.add_argument("--period", type=float, default=0.1, help="seconds between readings")
     s.add_argument("--seed", type=int, default=7)

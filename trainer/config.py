@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -130,4 +131,4 @@ def load(path: str | Path) -> TrainerConfig:
 
 def _resolve(base: Path, path: str) -> Path:
     candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else base / candidate
+    return candidate if candidate.is_absolute() else Path(os.path.normpath(base / candidate))
