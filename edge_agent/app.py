@@ -1,0 +1,214 @@
+"""The agent process: wire config, bundle, MQTT, queue and worker; handle signals; shut down.
+
+Threads and who does what (the gunicorn way: signal handlers only record the signal, the main
+loop acts on it):
+
+* paho's network thread: ``on_message`` maps the topic to a stream, parses the payload and
+  enqueues it — never blocks, never raises;
+* the worker thread: model, scoring, alerts, publishing (:mod:`edge_agent.worker`);
+* the main thread: waits for signals and runs periodic duties.
+
+SIGTERM/SIGINT: stop taking messages (readings that arrive from then on are not acknowledged,
+so a persistent session redelivers them next time), let the worker finish the queue, wait for
+the broker to acknowledge pending alerts, publish ``offline``, disconnect, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from . import __version__
+from .alerts import AlertSettings
+from .bundle import Bundle, load_bundle
+from .config import AgentConfig
+from .detector import Detector, DetectorSettings
+from .logs import RateLimitedLog
+from .messages import PayloadParser
+from .model import StatefulModel, load_runtime
+from .mqtt import MqttLink, wait_published
+from .payloads import Topics, encode
+from .queueing import BoundedQueue
+from .stats import Stats
+from .topics import TopicMapper
+from .worker import Item, Worker
+
+log = logging.getLogger("edge_agent")
+
+
+def detector_settings(config: AgentConfig) -> DetectorSettings:
+    a, d = config.alerts, config.detection
+    return DetectorSettings(
+        warmup_readings=d.warmup_readings, gap_reset_s=d.gap_reset_s,
+        threshold_scale=d.threshold_scale,
+        alerts=AlertSettings(enter_readings=a.enter_readings, exit_readings=a.exit_readings,
+                             update_interval_s=a.update_interval_s,
+                             cooldown_readings=a.cooldown_readings))
+
+
+class MqttOutput:
+    """The worker's output over the MQTT link; remembers alerts not yet acknowledged."""
+
+    def __init__(self, link: MqttLink, alert_qos: int) -> None:
+        self.link = link
+        self.alert_qos = alert_qos
+        self._pending: list[paho.MQTTMessageInfo] = []
+        self._lock = threading.Lock()
+
+    def publish_alert(self, topic: str, payload: bytes) -> None:
+        info = self.link.publish(topic, payload, qos=self.alert_qos)
+        with self._lock:
+            self._pending = [i for i in self._pending if not i.is_published()]
+            self._pending.append(info)
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.link.publish(topic, payload, qos=qos, retain=retain)
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.link.ack(mid, qos)
+
+    def wait_pending(self, timeout: float) -> int:
+        """Wait for the broker to acknowledge pending alerts; returns how many are left."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            pending = list(self._pending)
+        left = 0
+        for info in pending:
+            if not wait_published(info, max(0.0, deadline - time.monotonic())):
+                left += 1
+        return left
+
+
+class Agent:
+    """One running agent. ``run()`` blocks until a stop signal (or :meth:`request_stop`)."""
+
+    def __init__(self, config: AgentConfig, bundle: Bundle | None = None) -> None:
+        self.config = config
+        self.bundle = bundle or load_bundle(config.bundle)
+        self.runtime = load_runtime(None if config.runtime == "auto" else config.runtime)
+        manifest = self.bundle.manifest
+        self.model = StatefulModel(self.bundle.model_path, manifest.model, self.runtime)
+        self.detector = Detector(self.bundle, self.model, detector_settings(config))
+        self.topics = Topics(config.output.prefix, config.agent_id)
+        self.mapper = TopicMapper(config.input.topics, config.input.share_group)
+        self.parser = PayloadParser(manifest.features, config.input.payload)
+        self.queue: BoundedQueue[Item] = BoundedQueue(config.queue.max_size, config.queue.policy)
+        self.stats = Stats()
+        self.rejects = RateLimitedLog(logging.getLogger("edge_agent.input"),
+                                      config.logging.reject_log_interval_s)
+        self.accepting = True
+        self.link = MqttLink(config.broker, config.client_id,
+                             subscriptions=self.mapper.subscriptions(), qos=config.input.qos,
+                             availability_topic=self.topics.availability,
+                             on_message=self.on_message)
+        self.output = MqttOutput(self.link, config.output.qos)
+        self.worker = Worker(self.detector, self.queue.get_batch, self.output, self.topics,
+                             self.stats, agent_id=config.agent_id,
+                             max_streams=config.detection.max_streams,
+                             publish_scores=config.output.scores)
+        self._stop = threading.Event()
+        self.stop_signal: int | None = None
+
+    def describe(self) -> str:
+        m = self.bundle.manifest
+        return (f"edge-agent {__version__}: runtime {self.runtime.describe()}; bundle "
+                f"{m.name!r} sha256 {m.model.sha256[:16]}… ({self.bundle.path}); features "
+                f"{', '.join(m.features)}; threshold enter {self.detector.enter:.3g} / exit "
+                f"{self.detector.exit:.3g}")
+
+    # -- network thread ----------------------------------------------------------------------
+    def on_message(self, message: paho.MQTTMessage) -> None:
+        """Map, parse, enqueue. Runs in paho's thread: cheap, never blocks, never raises."""
+        stats = self.stats
+        stats.received += 1
+        if not self.accepting:
+            stats.deferred += 1
+            return  # not acknowledged: the broker redelivers it to the next session
+        topic = message.topic
+        route = self.mapper.match(topic)
+        qos = message.qos
+        if route is None:
+            stats.unknown_topic += 1
+            self.rejects.warning("unknown_topic", "ignoring topic %r: matches no input "
+                                 "pattern", topic)
+            self.link.ack(message.mid, qos)
+            return
+        parsed = self.parser.parse(message.payload)
+        if type(parsed) is str:
+            stats.rejected[parsed] += 1
+            self.rejects.warning(parsed, "rejected a reading on %r: %s", topic, parsed)
+            self.link.ack(message.mid, qos)
+            return
+        dropped = self.queue.put(Item(route.stream_id, topic, route.fields, parsed.values,
+                                      parsed.ts, time.time(), message.mid, qos))
+        if dropped is not None:
+            stats.dropped[dropped.stream_id] += 1
+            self.rejects.warning("queue_full", "queue full (%d): dropped a reading of stream "
+                                 "%s (policy %s)", self.queue.max_size, dropped.stream_id,
+                                 self.config.queue.policy)
+            self.link.ack(dropped.mid, dropped.qos)
+
+    # -- main thread ---------------------------------------------------------------------------
+    def request_stop(self, signum: int | None = None) -> None:
+        self.stop_signal = signum
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_stop(signum)
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def start(self) -> None:
+        log.info(self.describe())
+        self.worker.start()
+        self.link.start()
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        snapshot = self.stats.snapshot()
+        snapshot.update(queue_depth=len(self.queue), streams=len(self.worker.streams),
+                        bundle_sha256=self.bundle.sha256, connected=self.link.connected.is_set(),
+                        reconnects=max(0, self.link.connects - 1))
+        return snapshot
+
+    def publish_stats(self) -> None:
+        self.link.publish(self.topics.agent("stats"), encode(self.stats_snapshot()), qos=1,
+                          retain=True)
+
+    def run(self, tick_s: float = 0.2) -> int:
+        """Start, serve until asked to stop, shut down; returns the exit code."""
+        self.start()
+        next_stats = time.monotonic() + self.config.output.stats_interval_s
+        while not self._stop.wait(tick_s):
+            if not self.worker.alive:
+                log.error("the worker thread died; exiting so the service manager restarts us")
+                self.shutdown()
+                return 1
+            if time.monotonic() >= next_stats:
+                next_stats += self.config.output.stats_interval_s
+                self.publish_stats()
+        if self.stop_signal is not None:
+            log.info("received %s: shutting down", signal.Signals(self.stop_signal).name)
+        self.shutdown()
+        return 0
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.accepting = False
+        self.worker.stop(self.queue.wake, timeout)
+        left = self.output.wait_pending(timeout) if self.link.connected.is_set() else -1
+        if left > 0:
+            log.warning("%d alert(s) not acknowledged by the broker at shutdown", left)
+        if self.link.connected.is_set():
+            self.publish_stats()
+        self.link.stop()
+        snapshot = self.stats_snapshot()
+        log.info("stopped: %d received, %d processed, %d rejected, %d dropped, alerts %s",
+                 snapshot["received"], snapshot["processed"], snapshot["rejected_total"],
+                 snapshot["dropped"], snapshot["alerts"] or "none")

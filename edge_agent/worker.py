@@ -1,0 +1,141 @@
+"""The worker: the one thread that runs the model, scores readings and publishes what follows.
+
+It takes readings from the bounded queue in batches and, for each, looks up (or creates) the
+stream's state and hands the reading to the :class:`~edge_agent.detector.Detector` — the same
+code the trainer calibrated and evaluated with. Then it publishes the alert events, the
+stream's status when it changes (retained) and, if asked, the score; and only then
+acknowledges the reading to the broker, so a reading is never acknowledged before it counted.
+
+``heartbeat`` is the monotonic time of the worker's last sign of life: it is refreshed after
+every batch and at least every ``idle_wake_s`` when idle, so the systemd watchdog can tell a
+stalled worker from a quiet one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, NamedTuple, Protocol
+
+import numpy as np
+
+from .detector import Alert, Detector
+from .payloads import Topics, alert_payload, encode
+from .stats import Stats
+from .streams import Admission, StreamState
+
+log = logging.getLogger("edge_agent.worker")
+
+
+class Item(NamedTuple):
+    """A parsed reading waiting for the worker."""
+
+    stream_id: str
+    topic: str
+    fields: dict[str, str]
+    values: np.ndarray
+    ts: float | None
+    arrival: float
+    mid: int
+    qos: int
+
+
+class Output(Protocol):
+    """Where the worker's results go (the MQTT link, or a recorder in tests)."""
+
+    def publish_alert(self, topic: str, payload: bytes) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
+
+    def ack(self, mid: int, qos: int) -> None: ...
+
+
+class Worker:
+    def __init__(self, detector: Detector, take: Callable[[int, float], list[Item]],
+                 output: Output, topics: Topics, stats: Stats, *, agent_id: str,
+                 max_streams: int, publish_scores: bool, idle_wake_s: float = 0.5) -> None:
+        self.detector = detector
+        self._take = take
+        self.output = output
+        self.topics = topics
+        self.stats = stats
+        self.agent_id = agent_id
+        self.max_streams = max_streams
+        self.publish_scores = publish_scores
+        self.idle_wake_s = idle_wake_s
+        self.streams: dict[str, StreamState] = {}
+        self.routes: dict[str, tuple[str, dict[str, str]]] = {}
+        self.statuses: dict[str, str] = {}
+        self.heartbeat = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        manifest = detector.bundle.manifest
+        self._model_name = manifest.name
+        self._model_sha = manifest.model.sha256
+
+    # -- thread ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="edge-agent-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, wake: Callable[[], None], timeout: float = 30.0) -> None:
+        """Finish every reading already queued, then return."""
+        self._stop.set()
+        wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take(1024, self.idle_wake_s)
+            if batch:
+                for item in batch:
+                    self.handle(item)
+            elif self._stop.is_set():
+                return
+            self.heartbeat = time.monotonic()
+
+    # -- one reading -------------------------------------------------------------------------
+    def handle(self, item: Item) -> None:
+        started = time.perf_counter()
+        stream_id = item.stream_id
+        state = self.streams.get(stream_id)
+        if state is None:
+            if len(self.streams) >= self.max_streams:
+                self.stats.admission["too_many_streams"] += 1
+                self.output.ack(item.mid, item.qos)
+                return
+            state = self.streams[stream_id] = self.detector.new_stream(stream_id)
+            self.routes[stream_id] = (item.topic, item.fields)
+        own_ts = item.ts is not None
+        outcome = self.detector.process(state, item.values, item.ts if own_ts else item.arrival,
+                                        own_ts)
+        self.stats.step_seconds.append(time.perf_counter() - started)
+        if outcome.admission is not Admission.ACCEPT:
+            self.stats.admission[outcome.admission.value] += 1
+        for alert in outcome.alerts:
+            self.publish_alert(alert)
+        if self.statuses.get(stream_id) != outcome.status:
+            self.statuses[stream_id] = outcome.status
+            self.output.publish(self.topics.status(stream_id), outcome.status.encode(), 1, True)
+        if self.publish_scores and outcome.score is not None:
+            self.output.publish(self.topics.score(stream_id), encode(
+                {"ts": round(item.ts if own_ts else item.arrival, 3),
+                 "score": round(outcome.score, 4), "status": outcome.status}), 0, False)
+        self.stats.processed += 1
+        self.output.ack(item.mid, item.qos)
+
+    def publish_alert(self, alert: Alert) -> None:
+        topic, fields = self.routes.get(alert.stream_id, ("", {}))
+        payload = alert_payload(alert, topic=topic, fields=fields, model_name=self._model_name,
+                                model_sha256=self._model_sha, agent_id=self.agent_id)
+        self.output.publish_alert(self.topics.alerts(alert.stream_id), encode(payload))
+        self.stats.alerts[alert.type] += 1
+        log.info("alert %s %s stream=%s score=%.2f top=%s", alert.type, alert.alert_id[:8],
+                 alert.stream_id, alert.score,
+                 ",".join(c.feature for c in alert.top_features) or "-")

@@ -1,0 +1,184 @@
+"""Real-process helpers for end-to-end tests: a mosquitto broker, an agent process, a recorder.
+
+Everything talks to 127.0.0.1 only, and every process a test starts is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import paho.mqtt.client as paho
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.broker import Mosquitto, find_mosquitto
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None,
+                                     reason="mosquitto is not installed (apt-get install mosquitto)")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Recorder:
+    """A paho client that records every message on ``topics`` (thread-safe)."""
+
+    def __init__(self, broker: Mosquitto, topics: Sequence[str] = ("#",), qos: int = 1,
+                 client_id: str | None = None) -> None:
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"recorder-{os.getpid()}-{id(self)}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, qos) for t in topics])
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("recorder could not subscribe")
+
+    def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Message(msg.topic, msg.payload, bool(msg.retain), msg.qos))
+
+    def on(self, prefix: str) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.startswith(prefix)]
+
+    def alerts(self, prefix: str = "edge-anomaly/alerts/") -> list[dict[str, Any]]:
+        return [m.json() for m in self.on(prefix)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Publisher:
+    """Publishes readings with QoS 1 and waits until the broker has them all."""
+
+    def __init__(self, broker: Mosquitto, client_id: str = "test-publisher") -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def send(self, topic: str, payload: bytes | str, qos: int = 1) -> paho.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos)
+
+    def send_all(self, messages: Iterable[tuple[str, bytes | str]], qos: int = 1,
+                 timeout: float = 60) -> int:
+        infos = [self.send(topic, payload, qos) for topic, payload in messages]
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        return len(infos)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def reading_payload(ts: float, values: np.ndarray, features: Sequence[str]) -> bytes:
+    from edge_agent.payloads import iso
+
+    body = {"ts": iso(ts)}
+    body.update({name: float(v) for name, v in zip(features, values)})
+    return json.dumps(body).encode()
+
+
+def agent_config(path: Path, broker: Mosquitto, **overrides: Any) -> Path:
+    """Write an agent config for ``broker`` (demo bundle) with nested ``overrides``."""
+    config: dict[str, Any] = {
+        "agent_id": "test-agent",
+        "bundle": str(ROOT / "edge_agent" / "demo_bundle"),
+        "broker": {"host": broker.host, "port": broker.port, "reconnect_min_s": 1,
+                   "reconnect_max_s": 2},
+        "input": {"topics": ["robots/{robot}/joints/{joint}/telemetry"], "qos": 1},
+        "detection": {"warmup_readings": 20, "gap_reset_s": 30},
+        "alerts": {"enter_readings": 3, "exit_readings": 30, "update_interval_s": 10,
+                   "cooldown_readings": 50},
+        "output": {"stats_interval_s": 1},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class AgentProcess:
+    """``edge-agent run`` as a child process (the real daemon), stopped by its pid."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None,
+                 args: Sequence[str] = ()) -> None:
+        self.log_path = config.with_suffix(".log")
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "run", "--config", str(config), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **(env or {})})
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 30) -> None:
+        wait_until(lambda: text in self.log() or self.process.poll() is not None, timeout,
+                   f"{text!r} in the agent log")
+        if text not in self.log():
+            raise AssertionError(f"agent exited ({self.process.returncode}) before logging "
+                                 f"{text!r}:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
+        return self.process.returncode
+
+
+@dataclass
+class Running:
+    """What a test gets from the ``broker`` fixture family."""
+
+    broker: Mosquitto
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
