@@ -7,6 +7,7 @@ with the ``agent`` extra only); ``.ci/run`` installs everything so nothing is sk
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,18 @@ HAS_TF = importlib.util.find_spec("tensorflow") is not None and \
 
 SIM_SEED = 11
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow (pip install '.[trainer]')")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With EDGE_REQUIRE_ALL=1 (as scripts/test sets) a missing component is an error, so a
+    CI run cannot pass by skipping what it was meant to test."""
+    if os.environ.get("EDGE_REQUIRE_ALL") == "1":
+        from edge_agent.broker import find_mosquitto
+
+        missing = [name for name, ok in (("TensorFlow + tf-keras", HAS_TF),
+                                         ("mosquitto", find_mosquitto() is not None)) if not ok]
+        if missing:
+            raise pytest.UsageError(f"EDGE_REQUIRE_ALL=1 but missing: {', '.join(missing)}")
 
 
 @pytest.fixture(scope="session")

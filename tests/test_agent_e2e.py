@@ -19,7 +19,7 @@ from edge_agent.broker import Mosquitto
 from edge_agent.bundle import load_bundle
 from edge_agent.config import load as load_agent_config
 from edge_agent.detector import Detector
-from edge_agent.model import StatefulModel
+from edge_agent.model import StatefulModel, load_runtime
 from edge_agent.payloads import iso
 from edge_agent.simulator import FEATURES, Fault, simulate
 from tests.mqtt_helpers import (ROOT, AgentProcess, Publisher, Recorder, agent_config,
@@ -90,7 +90,7 @@ def test_a_fault_gives_the_exact_alert_episode(broker: Mosquitto, tmp_path: Path
     assert statuses == ["warming_up", "normal", "anomalous", "normal"]
     availability = [m.payload for m in recorder.on("edge-anomaly/agents/test-agent/availability")]
     assert availability[0] == b"online" and availability[-1] == b"offline"
-    assert "runtime ai-edge-litert" in agent.log() and "robot-joint-demo" in agent.log()
+    assert f"runtime {load_runtime().name}" in agent.log() and "robot-joint-demo" in agent.log()
 
 
 def test_several_streams_with_bad_payloads_in_between(broker: Mosquitto, tmp_path: Path) -> None:
