@@ -91,6 +91,18 @@ def detect_separator(header_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
+def epoch_seconds(number: float) -> float:
+    """Seconds since the epoch from an epoch number in seconds or milliseconds.
+
+    >>> epoch_seconds(1700000000), epoch_seconds(1700000000500)
+    (1700000000.0, 1700000000.5)
+    """
+    number = float(number)
+    if not math.isfinite(number):
+        raise ValueError(f"timestamp {number!r} is not finite")
+    return number / 1000.0 if abs(number) > 1e11 else number
+
+
 def parse_timestamp(text: str) -> float:
     """Seconds since the epoch from ISO 8601 text or an epoch number (s or ms).
 
@@ -109,12 +121,8 @@ def parse_timestamp(text: str) -> float:
     except ValueError:
         pass
     else:
-        if not math.isfinite(number):
-            raise ValueError(f"timestamp {text!r} is not finite")
-        return number / 1000.0 if abs(number) > 1e11 else number
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    moment = datetime.fromisoformat(text)
+        return epoch_seconds(number)
+    moment = datetime.fromisoformat(text)  # Python 3.11+ reads a trailing 'Z' too
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()

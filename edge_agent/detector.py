@@ -18,7 +18,7 @@ Order of work for one reading of a stream:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from . import alerts as episodes
 from .alerts import AlertSettings, EventType
 from .bundle import Bundle
 from .model import StatefulModel
-from .normalise import Baseline, Normaliser
+from .normalise import Baseline, Normaliser, Scale
 from .scoring import Scorer, ScoreState
 from .streams import Admission, StreamState, admit
 
@@ -71,18 +71,25 @@ class Alert:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What one reading did to its stream."""
+class Outcome(NamedTuple):
+    """What one reading did to its stream (a tuple: it is made for every reading)."""
 
     admission: Admission
     status: Status
     score: float | None = None
     raw_score: float | None = None
-    expected: np.ndarray | None = None
     alerts: tuple[Alert, ...] = ()
     errors: np.ndarray | None = None
     shift: np.ndarray | None = None
+    prediction: np.ndarray | None = None
+    scale: Scale | None = None
+
+    @property
+    def expected(self) -> np.ndarray | None:
+        """The forecast of this reading in raw units (what the model expected to see)."""
+        if self.prediction is None or self.scale is None:
+            return None
+        return self.scale.inverse(self.prediction)
 
 
 class Detector:
@@ -145,49 +152,51 @@ class Detector:
         admission = admit(state, ts, has_own_timestamp, self.settings.gap_reset_s)
         if admission is Admission.DUPLICATE or admission is Admission.OUT_OF_ORDER:
             return Outcome(admission, self.status(state))
-        events: list[Alert] = []
+        events: tuple[Alert, ...] = ()
         if admission is Admission.RESET:
             ended = self.reset(state)
             if ended is not None:
-                events.append(ended)
+                events = (ended,)
         state.last_ts = ts
         state.readings += 1
-        if self._learning_baseline(state):
+        learning = state.baseline is not None and state.anchor is None
+        if learning:
             self._learn_baseline(state, values)
             if state.scale is None:  # per-stream inputs wait for the stream's own scale
-                return Outcome(admission, "warming_up", alerts=tuple(events))
+                return Outcome(admission, "warming_up", alerts=events)
+            learning = state.anchor is None
 
         scale = state.scale
         assert scale is not None
         x = scale.forward(values)
-        score = raw = None
-        expected = z = shift = None
+        score = raw = z = shift = None
         prediction = state.prediction
         if prediction is not None:
             scorer = self.scorer
             z = scorer.errors(x, prediction)
             raw = scorer.raw(z)
             score = scorer.smooth(state.score, raw)
-            contributions = z
             if scorer.has_level and state.anchor is not None:
                 shift = scorer.level_shift(state.score, x, state.anchor)
                 level = scorer.raw(shift)
                 if level > score:
                     score = level
-                contributions = np.maximum(np.abs(z), np.abs(shift))
-            expected = scale.inverse(prediction)
-            if state.warmup_left == 0 and not self._learning_baseline(state):
+            if state.warmup_left == 0 and not learning:
                 kind = episodes.advance(state.episode, self.settings.alerts, score, ts,
                                         enter=self.enter, exit=self.exit,
                                         stream_id=state.stream_id)
                 if kind is not None:
-                    events.append(self._event(state, kind, ts, score, values, expected,
-                                              contributions))
+                    contributions = z if shift is None else np.maximum(np.abs(z), np.abs(shift))
+                    events += (self._event(state, kind, ts, score, values,
+                                           scale.inverse(prediction), contributions),)
         if state.warmup_left > 0:
             state.warmup_left -= 1
-        state.prediction = self.model.step(x, state.lstm).astype(np.float64)
-        return Outcome(admission, self.status(state), score, raw, expected, tuple(events), z,
-                       shift)
+        state.prediction = self.model.step(x, state.lstm)
+        if learning or state.warmup_left > 0 or prediction is None:
+            status: Status = "warming_up"
+        else:
+            status = "anomalous" if state.episode.active else "normal"
+        return Outcome(admission, status, score, raw, events, z, shift, prediction, scale)
 
     @staticmethod
     def _learning_baseline(state: StreamState) -> bool:

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .config import PayloadConfig
-from .csvdata import parse_timestamp
+from .csvdata import epoch_seconds, parse_timestamp
 
 #: Every reject reason, for counters and documentation.
 REASONS = ("oversize", "not_utf8", "invalid_json", "wrong_type", "missing_field", "extra_field",
@@ -85,13 +85,19 @@ class PayloadParser:
         return "wrong_type"
 
     def _from_values(self, raw: list[Any], ts: float | None) -> Reading | str:
-        values = []
         for value in raw:
-            number = _number(value)
-            if type(number) is str:
-                return number
-            values.append(number)
-        return Reading(np.array(values, dtype=np.float64), ts)
+            kind = type(value)
+            if kind is not float and kind is not int:
+                return "non_numeric"  # str, bool, None, list, dict
+        try:
+            total = math.fsum(raw)
+        except OverflowError:  # a huge int, or finite values whose sum overflows
+            total = None
+        if total is None or not math.isfinite(total):
+            for value in raw:
+                if _number(value) == "not_finite":
+                    return "not_finite"
+        return Reading(np.array(raw, dtype=np.float64), ts)
 
     def _from_array(self, data: list[Any]) -> Reading | str:
         if len(data) != len(self.keys):
@@ -108,11 +114,12 @@ class PayloadParser:
         ts = None
         if self.ts_field is not None and self.ts_field in data:
             stamp = data[self.ts_field]
+            kind = type(stamp)
             try:
-                if type(stamp) is str:
+                if kind is str:
                     ts = parse_timestamp(stamp)
-                elif type(stamp) in (int, float):
-                    ts = parse_timestamp(repr(stamp))
+                elif kind is int or kind is float:
+                    ts = epoch_seconds(stamp)
                 else:
                     return "bad_timestamp"
             except (ValueError, OverflowError, OSError):

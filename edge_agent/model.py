@@ -135,20 +135,22 @@ class StatefulModel:
         return [z.copy() for z in self._zero]
 
     def step(self, x: np.ndarray, state: State) -> np.ndarray:
-        """Advance ``state`` by one normalised reading and return the forecast of the next."""
+        """Advance ``state`` by one normalised reading; return the forecast of the next one
+        (float64, one value per feature)."""
         interp = self._interp
+        set_tensor, get_tensor = interp.set_tensor, interp.get_tensor
         for index, value in zip(self._state_idx, state):
-            interp.set_tensor(index, value)
-        interp.set_tensor(self._in, np.asarray(x, dtype=np.float32).reshape(self._in_shape))
+            set_tensor(index, value)
+        set_tensor(self._in, x.astype(np.float32).reshape(self._in_shape))
         interp.invoke()
         for i, index in enumerate(self._state_idx):
-            state[i] = interp.get_tensor(index)
-        return interp.get_tensor(self._out).reshape(-1)
+            state[i] = get_tensor(index)
+        return get_tensor(self._out).reshape(-1).astype(np.float64)
 
     def run(self, xs: np.ndarray, state: State | None = None) -> np.ndarray:
         """Forecasts for a whole normalised sequence, stepped one reading at a time."""
         state = self.zero_state() if state is None else state
         out = np.empty((len(xs), self.spec.output.shape[-1]), dtype=np.float32)
-        for i, x in enumerate(xs):
+        for i, x in enumerate(np.asarray(xs)):
             out[i] = self.step(x, state)
         return out

@@ -49,16 +49,22 @@ class Baseline:
         return np.maximum(np.sqrt(var), floor)
 
 
-@dataclass(frozen=True)
 class Scale:
-    """A frozen affine map raw → normalised: ``(x - mean) / std``, clipped."""
+    """A fixed affine map raw → normalised: ``(x - mean) / std``, clipped to ``±clip``."""
 
-    mean: np.ndarray
-    std: np.ndarray
-    clip: float
+    __slots__ = ("mean", "std", "clip", "_inv_std")
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, clip: float) -> None:
+        self.mean = mean
+        self.std = std
+        self.clip = clip
+        self._inv_std = 1.0 / std
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.clip((x - self.mean) / self.std, -self.clip, self.clip)
+        z = (x - self.mean) * self._inv_std
+        np.minimum(z, self.clip, out=z)
+        np.maximum(z, -self.clip, out=z)
+        return z
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         return z * self.std + self.mean
