@@ -509,3 +509,82 @@ def test_install_script_refuses_to_run_without_root(tmp_path: Path) -> None:
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1 and "must run as root" in result.stderr, result.stderr
+
+
+def fake_agent_wheel(folder: Path) -> Path:
+    """A tiny wheel with an ``edge-agent`` console script: stands in for the project so the
+    install script can be exercised offline in seconds (no numpy, no LiteRT)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        "edge_agent/__init__.py": "def main():\n    print('fake edge-agent')\n",
+        "edge_agent/demo_bundle/manifest.json": "{}\n",
+        "fakeagent-0.1.dist-info/METADATA":
+            "Metadata-Version: 2.1\nName: fakeagent\nVersion: 0.1\nProvides-Extra: agent\n",
+        "fakeagent-0.1.dist-info/WHEEL":
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "fakeagent-0.1.dist-info/entry_points.txt":
+            "[console_scripts]\nedge-agent = edge_agent:main\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    record.append("fakeagent-0.1.dist-info/RECORD,,")
+    files["fakeagent-0.1.dist-info/RECORD"] = "\n".join(record) + "\n"
+    wheel = folder / "fakeagent-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="the install script needs root")
+def test_install_script_is_idempotent(tmp_path: Path) -> None:
+    """Run it twice into a scratch root: the venv is kept, an edited config and the password
+    survive (with mode 0600 restored), the unit is installed, systemctl is driven as expected."""
+    import stat
+    import sys
+
+    log = tmp_path / "systemctl.log"
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n')
+    systemctl.chmod(0o755)
+    config = tmp_path / "agent.yaml"     # like configs/agent.yaml: the demo bundle, relative
+    config.write_text("bundle: ../edge_agent/demo_bundle # the demo\nbroker: {host: localhost}\n")
+    installed = "bundle: bundles/demo       # the demo\nbroker: {host: localhost}\n"
+    prefix, conf, units = tmp_path / "opt", tmp_path / "etc", tmp_path / "units"
+    env = dict(os.environ, EDGE_AGENT_PREFIX=str(prefix), EDGE_AGENT_CONF_DIR=str(conf),
+               EDGE_AGENT_UNIT_DIR=str(units), EDGE_AGENT_PYTHON=sys.executable,
+               SYSTEMCTL=str(systemctl), PIP_NO_INDEX="1", PIP_NO_CACHE_DIR="1")
+    wheel = fake_agent_wheel(tmp_path)
+    command = ["bash", str(INSTALL_SH), str(wheel), "--config", str(config), "--no-start"]
+
+    first = subprocess.run([*command, "--mqtt-password-file", "-"], input="s3cret\n", env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (prefix / "venv/bin/edge-agent").exists()
+    assert (conf / "agent.yaml").read_text() == installed
+    assert stat.S_IMODE((conf / "agent.yaml").stat().st_mode) == 0o644
+    demo = conf / "bundles" / "demo" / "manifest.json"      # the demo bundle, world-readable
+    assert demo.read_text() == "{}\n" and stat.S_IMODE(demo.stat().st_mode) == 0o644
+    secret = conf / "mqtt-password"
+    assert secret.read_text() == "s3cret\n" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert (units / "edge-agent.service").read_text() == UNIT.read_text()
+    assert log.read_text().splitlines() == ["daemon-reload", "enable edge-agent.service"]
+
+    marker = prefix / "venv" / "kept"
+    marker.write_text("")
+    assert not (conf / "agent.yaml.dist").exists()         # nothing changed: no .dist
+    (conf / "agent.yaml").write_text("broker: {host: broker.local}\n")   # the operator's edit
+    secret.chmod(0o644)                                                  # someone loosened it
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert marker.exists(), "the venv was rebuilt"
+    assert (conf / "agent.yaml").read_text() == "broker: {host: broker.local}\n"
+    assert (conf / "agent.yaml.dist").read_text() == installed
+    assert secret.read_text() == "s3cret\n" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert log.read_text().splitlines() == ["daemon-reload", "enable edge-agent.service"] * 2
