@@ -13,7 +13,9 @@ Faults (the demo's and the tests' ground truth):
 * ``bearing``: a worn bearing — vibration grows with impulses at the rotation rate, friction
   and so current rise;
 * ``overheat``: a failed fan — temperature climbs away from what the current explains;
-* ``stuck_sensor``: a stuck encoder — the position error freezes at its last value.
+* ``stuck_sensor``: a stuck position encoder — the controller keeps comparing the commanded
+  position with a frozen measurement, so the reported position error follows the motion
+  instead of staying small, and the drive pushes extra current against the phantom error.
 
 Everything is generated from a seed, so a recording can be recreated exactly.
 """
@@ -124,8 +126,14 @@ def simulate(n: int, period_s: float = 0.1, *, seed: int = 0, params: JointParam
         elif fault.kind == "stuck_sensor":
             stuck |= on
 
+    phantom = np.zeros(n)  # commanded minus the stuck encoder's frozen position (rad)
+    if stuck.any():
+        starts = np.flatnonzero(stuck & ~np.r_[False, stuck[:-1]])
+        for start in starts:
+            run = start + np.flatnonzero(~stuck[start:])[0] if (~stuck[start:]).any() else n
+            phantom[start:run] = q[start:run] - q[start]
     current = (p.inertia * a + friction * (p.viscous * v + p.coulomb * np.tanh(5 * v))
-               + p.gravity * np.cos(q)) + 0.05 * rng.standard_normal(n)
+               + p.gravity * np.cos(q) + 1.5 * phantom) + 0.05 * rng.standard_normal(n)
     # Thermal model, starting at the equilibrium of the average heating.
     heating = p.heat_gain * current ** 2
     temp = np.empty(n)
@@ -137,9 +145,7 @@ def simulate(n: int, period_s: float = 0.1, *, seed: int = 0, params: JointParam
     temp += 0.05 * rng.standard_normal(n)
     vibration = (p.vib_floor + p.vib_gain * np.abs(v) + vib_extra
                  + 0.01 * np.abs(rng.standard_normal(n)))
-    pos_err = p.lag * v + 0.4 * a * 0.1 + 0.15 * rng.standard_normal(n)
-    for i in np.flatnonzero(stuck):
-        pos_err[i] = pos_err[i - 1] if i > 0 else pos_err[i]
+    pos_err = p.lag * v + 0.4 * a * 0.1 + 8.0 * phantom + 0.15 * rng.standard_normal(n)
 
     values = np.stack([current, temp, vibration, pos_err], axis=1)
     return Simulation(t=t, values=values, labels=labels, faults=list(faults))

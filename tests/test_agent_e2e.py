@@ -51,6 +51,13 @@ def expected_alerts(config_path: Path, values: np.ndarray, stamps: np.ndarray, s
     return events
 
 
+def wait_offline(recorder: Recorder) -> None:
+    """The agent publishes its last stats, then ``offline``: wait until both arrived."""
+    wait_until(lambda: [m.payload for m in recorder.on(
+        "edge-anomaly/agents/test-agent/availability")][-1:] == [b"offline"], 10,
+        "the agent's offline message")
+
+
 def fault_run(seed: int, fault: Fault | None, n: int = 2000):
     sim = simulate(n, 0.1, seed=seed, faults=[fault] if fault else [])
     return sim.values, T0 + sim.t
@@ -74,6 +81,7 @@ def test_a_fault_gives_the_exact_alert_episode(broker: Mosquitto, tmp_path: Path
         publisher.close()
     finally:
         assert agent.stop() == 0, agent.log()
+    wait_offline(recorder)
     alerts = recorder.alerts()
     assert [(a["type"], a["at"]) for a in alerts] == expected
     for alert in alerts:
@@ -124,6 +132,7 @@ def test_several_streams_with_bad_payloads_in_between(broker: Mosquitto, tmp_pat
         publisher.close()
     finally:
         assert agent.stop() == 0, agent.log()
+    wait_offline(recorder)
     for stream, events in expected.items():
         got = [(a["type"], a["at"]) for a in recorder.alerts(f"edge-anomaly/alerts/{stream}")]
         assert got == events, stream
@@ -159,6 +168,7 @@ def test_warm_up_and_gap_reset(broker: Mosquitto, tmp_path: Path) -> None:
         publisher.close()
     finally:
         assert agent.stop() == 0, agent.log()
+    wait_offline(recorder)
     statuses = [m.payload.decode() for m in recorder.on("edge-anomaly/streams/r9/j1/status")]
     assert statuses == ["warming_up", "normal", "warming_up", "normal"]
     stats = [m.json() for m in recorder.on("edge-anomaly/agents/test-agent/stats")][-1]
@@ -180,6 +190,7 @@ def test_sigterm_drains_the_queue_and_loses_nothing(broker: Mosquitto, tmp_path:
     assert agent.stop(signal.SIGTERM) == 0
     log = agent.log()
     assert "received SIGTERM: shutting down" in log
+    wait_offline(recorder)
     first = [m.json() for m in recorder.on("edge-anomaly/agents/test-agent/stats")][-1]
     assert first["received"] == first["processed"] + first["deferred"], log
     assert recorder.on("edge-anomaly/agents/test-agent/availability")[-1].payload == b"offline"
@@ -192,5 +203,6 @@ def test_sigterm_drains_the_queue_and_loses_nothing(broker: Mosquitto, tmp_path:
     finally:
         assert second_run.stop() == 0
     publisher.close()
+    wait_offline(recorder)
     second = [m.json() for m in recorder.on("edge-anomaly/agents/test-agent/stats")][-1]
     assert first["processed"] + second["processed"] == 3000

@@ -19,6 +19,17 @@ from .quantize import Exported, describe
 
 MODEL_FILE = "model.tflite"
 FLOAT_MODEL_FILE = "model_float.tflite"
+KERAS_WEIGHTS_FILE = "keras_weights.npz"
+
+
+def write_keras_weights(folder: Path, weights: list[Any]) -> Path:
+    """The trained network's weights (numpy arrays, no pickle) for benchmarks and fine-tuning;
+    ``trainer.model.build`` with the manifest's architecture takes them back."""
+    path = folder / KERAS_WEIGHTS_FILE
+    import numpy as np
+
+    np.savez(path, *weights)
+    return path
 
 
 def write_models(folder: Path, exported: Exported) -> tuple[ModelFile, ModelFile]:

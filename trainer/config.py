@@ -53,6 +53,9 @@ class NormalisationConfig(Section):
 class ModelConfig(Section):
     layers: list[int] = Field(default_factory=lambda: [32], min_length=1,
                               description="LSTM units per layer.")
+    residual: bool = Field(True, description=(
+        "Forecast the change of each reading (true) or its level (false). Level forecasts "
+        "keep relying on how sensors relate, so a frozen sensor stays surprising."))
     sequence_length: int = Field(64, ge=2, description="Training window length (readings).")
     window_stride: int = Field(8, ge=1, description="Readings between training windows.")
     batch_size: int = Field(64, ge=1)

@@ -20,13 +20,19 @@ from .tfenv import tensorflow
 
 
 def build(n_features: int, layers: Sequence[int], *, batch: int | None = None,
-          steps: int | None = None) -> Any:
-    """The forecaster; ``batch=1, steps=1`` gives the streaming form the device runs."""
+          steps: int | None = None, residual: bool = True) -> Any:
+    """The forecaster; ``batch=1, steps=1`` gives the streaming form the device runs.
+
+    ``residual``: forecast the change (``x[t] + Dense(h)``) rather than the level.
+    """
     _, keras = tensorflow()
     inputs = keras.Input(batch_shape=(batch, steps, n_features), name="reading")
     hidden = inputs
     for i, units in enumerate(layers):
         hidden = keras.layers.LSTM(units, return_sequences=True, name=f"lstm{i}")(hidden)
+    if not residual:
+        forecast = keras.layers.Dense(n_features, name="forecast")(hidden)
+        return keras.Model(inputs, forecast, name="forecaster")
     change = keras.layers.Dense(n_features, name="change")(hidden)
     forecast = keras.layers.Add(name="forecast")([inputs, change])
     return keras.Model(inputs, forecast, name="forecaster")
@@ -67,7 +73,7 @@ def train(train_seqs: Sequence[np.ndarray], val_seqs: Sequence[np.ndarray],
     x_train, y_train = windows(train_seqs, config.sequence_length, config.window_stride)
     val_len = min(config.sequence_length, min(len(s) for s in val_seqs) - 1)
     x_val, y_val = windows(val_seqs, val_len, max(1, val_len // 2))
-    model = build(n_features, config.layers)
+    model = build(n_features, config.layers, residual=config.residual)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     log(f"training on {len(x_train)} windows of {config.sequence_length} readings "
         f"({len(train_seqs)} sequences), validating on {len(x_val)}")

@@ -39,10 +39,12 @@ def run(config: TrainerConfig, log: Callable[[str], None] = print) -> Bundle:
 
     log("[3/6] exporting one-step streaming models (int8 and float32)")
     n_features = len(split.features)
-    twin = streaming_twin(result.model, n_features, config.model.layers)
+    twin = streaming_twin(result.model, n_features, config.model.layers,
+                          config.model.residual)
     exported = export(twin, train_seqs, config.export.representative_readings)
     folder = Path(config.output.dir)
     int8_spec, float_spec = bundle_files.write_models(folder, exported)
+    bundle_files.write_keras_weights(folder, result.model.get_weights())
     log(f"      int8 {int8_spec.size_bytes} bytes, float32 {float_spec.size_bytes} bytes")
 
     log("[4/6] parity gate: int8 vs float, streamed with the agent runtime")
