@@ -49,8 +49,9 @@ class Contribution:
 
     feature: str
     observed: float
-    expected: float
+    expected: float  # the forecast, or the baseline mean when the level shift dominates
     z: float  # the larger of its forecast error and its level shift, in normal spreads
+    basis: str = "forecast"  # "forecast" or "baseline": what ``expected`` is
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,8 @@ class Detector:
                                         enter=self.enter, exit=self.exit,
                                         stream_id=state.stream_id)
                 if kind is not None:
-                    contributions = z if shift is None else np.maximum(np.abs(z), np.abs(shift))
                     events += (self._event(state, kind, ts, score, values,
-                                           scale.inverse(prediction), contributions),)
+                                           scale.inverse(prediction), z, shift),)
         if state.warmup_left > 0:
             state.warmup_left -= 1
         state.prediction = self.model.step(x, state.lstm)
@@ -197,6 +197,21 @@ class Detector:
         else:
             status = "anomalous" if state.episode.active else "normal"
         return Outcome(admission, status, score, raw, events, z, shift, prediction, scale)
+
+    def _contributions(self, state: StreamState, values: np.ndarray, forecast: np.ndarray,
+                       z: np.ndarray, shift: np.ndarray | None) -> tuple[Contribution, ...]:
+        """The top features, each judged by the larger of its two parts: against the forecast
+        (a surprise) or against the stream's baseline (a level shift)."""
+        if shift is None or state.baseline is None:
+            strength, expected, basis = np.abs(z), forecast, ["forecast"] * len(z)
+        else:
+            level = np.abs(shift) > np.abs(z)
+            strength = np.where(level, np.abs(shift), np.abs(z))
+            expected = np.where(level, state.baseline.mean, forecast)
+            basis = ["baseline" if flag else "forecast" for flag in level]
+        return tuple(Contribution(self.features[i], float(values[i]), float(expected[i]),
+                                  float(strength[i]), basis[i])
+                     for i in self.scorer.top_features(strength))
 
     @staticmethod
     def _learning_baseline(state: StreamState) -> bool:
@@ -208,14 +223,13 @@ class Detector:
         return "anomalous" if state.episode.active else "normal"
 
     def _event(self, state: StreamState, kind: EventType, at: float, score: float | None = None,
-               values: np.ndarray | None = None, expected: np.ndarray | None = None,
-               contributions: np.ndarray | None = None, reason: str | None = None) -> Alert:
+               values: np.ndarray | None = None, forecast: np.ndarray | None = None,
+               z: np.ndarray | None = None, shift: np.ndarray | None = None,
+               reason: str | None = None) -> Alert:
         ep = state.episode
         top: tuple[Contribution, ...] = ()
-        if contributions is not None and values is not None and expected is not None:
-            top = tuple(Contribution(self.features[i], float(values[i]), float(expected[i]),
-                                     float(contributions[i]))
-                        for i in self.scorer.top_features(contributions))
+        if z is not None and values is not None and forecast is not None:
+            top = self._contributions(state, values, forecast, z, shift)
         if score is None:
             score = state.score.smoothed if state.score.smoothed is not None else 0.0
         return Alert(

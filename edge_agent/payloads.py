@@ -76,7 +76,7 @@ def alert_payload(alert: Alert, *, topic: str, fields: dict[str, str], model_nam
         "exit_threshold": round(alert.exit_threshold, 4),
         "readings": alert.readings,
         "top_features": [{"feature": c.feature, "observed": c.observed, "expected": c.expected,
-                          "z": round(c.z, 3)} for c in alert.top_features],
+                          "z": round(c.z, 3), "basis": c.basis} for c in alert.top_features],
         "reason": alert.reason,
         "model": {"name": model_name, "sha256": model_sha256},
         "agent_id": agent_id,

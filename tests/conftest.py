@@ -77,3 +77,14 @@ def tiny_bundle(sim_training_dir: Path, tmp_path_factory: pytest.TempPathFactory
     out = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
     run(tiny_config(sim_training_dir, out), log=lambda line: None)
     return out
+
+
+@pytest.fixture()
+def broker():
+    """A private mosquitto on a free loopback port, stopped by its pid afterwards."""
+    from edge_agent.broker import Mosquitto, find_mosquitto
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    with Mosquitto() as running:
+        yield running

@@ -22,7 +22,13 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.app import detector_settings
 from edge_agent.broker import Mosquitto, find_mosquitto
+from edge_agent.bundle import load_bundle
+from edge_agent.config import load as load_agent_config
+from edge_agent.detector import Detector
+from edge_agent.model import StatefulModel
+from edge_agent.payloads import iso
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None,
@@ -114,6 +120,20 @@ def reading_payload(ts: float, values: np.ndarray, features: Sequence[str]) -> b
     body = {"ts": iso(ts)}
     body.update({name: float(v) for name, v in zip(features, values)})
     return json.dumps(body).encode()
+
+
+def expected_alerts(config_path: Path, values: np.ndarray, stamps: np.ndarray, stream: str
+                    ) -> list[tuple[str, str]]:
+    """(type, at) of the alerts the detector raises offline for this recording."""
+    config = load_agent_config(config_path)
+    bundle = load_bundle(config.bundle)
+    detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model),
+                        detector_settings(config))
+    state = detector.new_stream(stream)
+    events = []
+    for row, ts in zip(values, stamps):
+        events += [(a.type, iso(a.at)) for a in detector.process(state, row, float(ts)).alerts]
+    return events
 
 
 def agent_config(path: Path, broker: Mosquitto, **overrides: Any) -> Path:

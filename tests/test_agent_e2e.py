@@ -14,41 +14,17 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge_agent.app import detector_settings
 from edge_agent.broker import Mosquitto
 from edge_agent.bundle import load_bundle
-from edge_agent.config import load as load_agent_config
-from edge_agent.detector import Detector
-from edge_agent.model import StatefulModel, load_runtime
-from edge_agent.payloads import iso
+from edge_agent.model import load_runtime
 from edge_agent.simulator import FEATURES, Fault, simulate
 from tests.mqtt_helpers import (ROOT, AgentProcess, Publisher, Recorder, agent_config,
-                                needs_mosquitto, reading_payload, wait_until)
+                                expected_alerts, needs_mosquitto, reading_payload, wait_until)
 
 pytestmark = [needs_mosquitto]
 SCHEMA = json.loads((ROOT / "edge_agent" / "schemas" / "alert.schema.json").read_text())
 T0 = 1_767_225_600.0
 TOPIC = "robots/{}/joints/{}/telemetry"
-
-
-@pytest.fixture()
-def broker():
-    with Mosquitto() as running:
-        yield running
-
-
-def expected_alerts(config_path: Path, values: np.ndarray, stamps: np.ndarray, stream: str
-                    ) -> list[tuple[str, str]]:
-    """(type, at) of the alerts the detector raises offline for this recording."""
-    config = load_agent_config(config_path)
-    bundle = load_bundle(config.bundle)
-    detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model),
-                        detector_settings(config))
-    state = detector.new_stream(stream)
-    events = []
-    for row, ts in zip(values, stamps):
-        events += [(a.type, iso(a.at)) for a in detector.process(state, row, float(ts)).alerts]
-    return events
 
 
 def wait_offline(recorder: Recorder) -> None:
