@@ -42,6 +42,8 @@ class TlsConfig(Section):
 
 
 class BrokerConfig(Section):
+    """The MQTT broker connection: address, session, credentials, TLS, reconnect backoff."""
+
     host: str = Field("127.0.0.1", description="MQTT broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="MQTT broker port.")
     client_id: str | None = Field(None, description="MQTT client id; null: "
@@ -74,6 +76,8 @@ class BrokerConfig(Section):
 
 
 class TopicConfig(Section):
+    """One input topic pattern and how its placeholders make the stream id."""
+
     pattern: str = Field(description="Topic with {name} placeholders, one topic level each, "
                          "e.g. robots/{robot}/joints/{joint}/telemetry.")
     stream_id: str | None = Field(None, description="Stream id template from the "
@@ -108,6 +112,8 @@ class TopicConfig(Section):
 
 
 class PayloadConfig(Section):
+    """How reading payloads are read (JSON object by feature name, or array in feature order)."""
+
     max_bytes: int = Field(4096, ge=16, description="Larger payloads are rejected unread.")
     timestamp_field: str | None = Field("ts", description="Optional field with the reading's "
                                         "time (ISO 8601 or epoch s/ms); null: arrival time.")
@@ -118,6 +124,8 @@ class PayloadConfig(Section):
 
 
 class InputConfig(Section):
+    """Where readings come from: topic patterns, QoS, shared subscriptions, payload format."""
+
     topics: list[TopicConfig] = Field(min_length=1, description="Where readings arrive.")
     qos: Literal[0, 1] = Field(1, description="Subscription QoS (1: nothing lost in transit).")
     share_group: str | None = Field(None, description=(
@@ -133,6 +141,8 @@ class InputConfig(Section):
 
 
 class OutputConfig(Section):
+    """What the agent publishes: alerts, retained stream status, scores, stats."""
+
     prefix: str = Field("edge-anomaly", description="Topic prefix of everything published.")
     qos: Literal[0, 1] = Field(1, description="QoS of alerts.")
     scores: bool = Field(False, description="Publish every reading's score to "
@@ -151,6 +161,8 @@ class OutputConfig(Section):
 
 
 class DetectionConfig(Section):
+    """Agent-side detection settings (the model-side ones come from the bundle)."""
+
     warmup_readings: int = Field(20, ge=0, description="Readings not scored after a stream "
                                  "starts or resets.")
     gap_reset_s: float | None = Field(60.0, gt=0, description="A longer silence resets the "
@@ -162,6 +174,8 @@ class DetectionConfig(Section):
 
 
 class AlertsConfig(Section):
+    """Alert episodes: hysteresis, update rate and cooldown (in readings of the stream)."""
+
     enter_readings: int = Field(3, ge=1, description="Readings at or above the enter "
                                 "threshold that start an episode.")
     exit_readings: int = Field(10, ge=1, description="Readings below the exit threshold that "
@@ -173,12 +187,16 @@ class AlertsConfig(Section):
 
 
 class QueueConfig(Section):
+    """The bounded queue between the MQTT network thread and the worker."""
+
     max_size: int = Field(10000, ge=1, description="Readings waiting for the worker.")
     policy: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest", description="What a full queue drops.")
 
 
 class LoggingConfig(Section):
+    """Log level and rate limits (logs go to stderr, journald-friendly under systemd)."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     reject_log_interval_s: float = Field(10.0, gt=0, description="At most one log line per "
                                          "reject reason in this interval (others counted).")

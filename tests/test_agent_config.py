@@ -89,3 +89,21 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path,
     config = load(path)
     assert config.bundle == str(tmp_path / "b")
     assert config.broker.password_file == "/run/credentials/edge-agent.service/mqtt-password"
+
+
+def test_configuration_reference_is_current() -> None:
+    """docs/configuration.md is generated from the schemas; regenerate it when they change:
+    python -m edge_agent.configdoc > docs/configuration.md"""
+    from edge_agent.configdoc import render
+
+    assert (ROOT / "docs" / "configuration.md").read_text() == render()
+
+
+def test_configuration_reference_lists_every_key() -> None:
+    from edge_agent.config import AgentConfig
+    from edge_agent.configdoc import rows
+
+    paths = {row[0] for row in rows(AgentConfig)}
+    for key in ("broker.tls.check_hostname", "input.topics[].pattern", "queue.policy",
+                "alerts.cooldown_readings", "output.scores", "detection.gap_reset_s"):
+        assert key in paths

@@ -40,6 +40,8 @@ class DataConfig(Section):
 
 
 class NormalisationConfig(Section):
+    """How readings are standardised, and each stream's baseline."""
+
     per_stream: bool = Field(False, description=(
         "Standardise each stream by its own baseline (its first baseline_readings readings) "
         "instead of the training set's statistics."))
@@ -51,6 +53,8 @@ class NormalisationConfig(Section):
 
 
 class ModelConfig(Section):
+    """The LSTM forecaster and its training."""
+
     layers: list[int] = Field(default_factory=lambda: [32], min_length=1,
                               description="LSTM units per layer.")
     residual: bool = Field(True, description=(
@@ -67,6 +71,8 @@ class ModelConfig(Section):
 
 
 class ExportConfig(Section):
+    """The int8 export and its parity gate."""
+
     representative_readings: int = Field(2000, ge=10, description=(
         "Consecutive real training readings fed to the int8 calibration."))
     parity_tolerance: float = Field(0.10, ge=0, description=(
@@ -75,6 +81,8 @@ class ExportConfig(Section):
 
 
 class ThresholdConfig(Section):
+    """How the alert threshold is chosen on normal validation scores."""
+
     method: Literal["quantile", "sweep"] = Field("quantile", description=(
         "quantile: a high quantile of normal scores times a margin; sweep: telemanom-style "
         "mean + z*sd with z chosen by the pruning criterion."))
@@ -93,11 +101,15 @@ class ThresholdConfig(Section):
 
 
 class LevelConfig(Section):
+    """The level-shift part of the score (distance of the recent mean from the baseline)."""
+
     enabled: bool = Field(True, description="Score shifts of a stream's mean from its baseline.")
     alpha: float = Field(0.02, gt=0, le=1, description="EWMA weight of the recent mean.")
 
 
 class ScoringConfig(Section):
+    """Scoring parameters calibrated into the bundle."""
+
     smoothing_alpha: float = Field(0.1, gt=0, le=1, description="EWMA weight of the score.")
     level: LevelConfig = Field(default_factory=LevelConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
@@ -107,6 +119,8 @@ class ScoringConfig(Section):
 
 
 class OutputConfig(Section):
+    """Where the bundle is written."""
+
     dir: str = Field("bundles/model", description="Bundle folder (relative to the config).")
     name: str = Field("model", description="Model name recorded in the manifest.")
     keep_float_model: bool = True
