@@ -16,6 +16,7 @@ the broker to acknowledge pending alerts, publish ``offline``, disconnect, exit 
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
@@ -32,10 +33,13 @@ from .detector import Detector, DetectorSettings
 from .logs import RateLimitedLog
 from .messages import PayloadParser
 from .model import StatefulModel, load_runtime
-from .mqtt import MqttLink, wait_published
+from . import snapshots
+from .mqtt import MqttLink
+from .outbox import Outbox
 from .payloads import Topics, encode
 from .queueing import BoundedQueue
 from .stats import Stats
+from .systemd import Notifier, WatchdogGate
 from .topics import TopicMapper
 from .worker import Item, Worker
 
@@ -53,19 +57,52 @@ def detector_settings(config: AgentConfig) -> DetectorSettings:
 
 
 class MqttOutput:
-    """The worker's output over the MQTT link; remembers alerts not yet acknowledged."""
+    """The worker's output over the MQTT link, with alerts going through the durable outbox.
 
-    def __init__(self, link: MqttLink, alert_qos: int) -> None:
+    An alert is stored before it is published; the broker's PUBACK (paho's ``on_publish``, in
+    the network thread) only records the acknowledgement, and the main loop deletes acknowledged
+    rows in batches, so the network thread never waits for the disk.
+    """
+
+    def __init__(self, link: MqttLink, outbox: Outbox, alert_qos: int) -> None:
         self.link = link
+        self.outbox = outbox
         self.alert_qos = alert_qos
-        self._pending: list[paho.MQTTMessageInfo] = []
+        self._rows: dict[int, int] = {}  # message id -> outbox row
+        self._acked: list[int] = []
         self._lock = threading.Lock()
 
-    def publish_alert(self, topic: str, payload: bytes) -> None:
-        info = self.link.publish(topic, payload, qos=self.alert_qos)
+    def publish_alert(self, alert_id: str, kind: str, topic: str, payload: bytes) -> None:
+        row = self.outbox.add(alert_id, kind, topic, payload)
+        self._send(row, topic, payload)
+
+    def _send(self, row: int, topic: str, payload: bytes) -> None:
+        with self._lock:  # so on_publish cannot see the mid before it is recorded
+            info = self.link.publish(topic, payload, qos=self.alert_qos)
+            if self.alert_qos == 0:
+                self._acked.append(row)
+            else:
+                self._rows[info.mid] = row
+
+    def resend_stored(self) -> int:
+        """Publish what a previous run left unacknowledged (at start, once)."""
+        pending = self.outbox.pending()
+        for row in pending:
+            self._send(row.row_id, row.topic, row.payload)
+        return len(pending)
+
+    def acknowledged(self, mid: int) -> None:
+        """paho's on_publish: the broker has the message (network thread; no disk here)."""
         with self._lock:
-            self._pending = [i for i in self._pending if not i.is_published()]
-            self._pending.append(info)
+            row = self._rows.pop(mid, None)
+            if row is not None:
+                self._acked.append(row)
+
+    def flush(self) -> None:
+        """Delete acknowledged alerts from the outbox (main thread)."""
+        with self._lock:
+            rows, self._acked = self._acked, []
+        self.outbox.remove(rows)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self.link.publish(topic, payload, qos=qos, retain=retain)
@@ -73,16 +110,15 @@ class MqttOutput:
     def ack(self, mid: int, qos: int) -> None:
         self.link.ack(mid, qos)
 
-    def wait_pending(self, timeout: float) -> int:
-        """Wait for the broker to acknowledge pending alerts; returns how many are left."""
+    def wait_sent(self, timeout: float) -> int:
+        """Wait until the broker acknowledged every alert; returns how many are still stored."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            pending = list(self._pending)
-        left = 0
-        for info in pending:
-            if not wait_published(info, max(0.0, deadline - time.monotonic())):
-                left += 1
-        return left
+        while True:
+            self.flush()
+            left = len(self.outbox)
+            if left == 0 or time.monotonic() >= deadline or not self.link.connected.is_set():
+                return left
+            time.sleep(0.02)
 
 
 class Agent:
@@ -103,15 +139,25 @@ class Agent:
         self.rejects = RateLimitedLog(logging.getLogger("edge_agent.input"),
                                       config.logging.reject_log_interval_s)
         self.accepting = True
+        self.state_dir = config.state_dir
+        self.outbox = Outbox(self.state_dir / "outbox.sqlite", config.state.outbox_max_alerts)
         self.link = MqttLink(config.broker, config.client_id,
                              subscriptions=self.mapper.subscriptions(), qos=config.input.qos,
                              availability_topic=self.topics.availability,
-                             on_message=self.on_message)
-        self.output = MqttOutput(self.link, config.output.qos)
+                             on_message=self.on_message, on_connected=self._on_connected,
+                             on_published=self._on_published)
+        self.output = MqttOutput(self.link, self.outbox, config.output.qos)
         self.worker = Worker(self.detector, self.queue.get_batch, self.output, self.topics,
                              self.stats, agent_id=config.agent_id,
                              max_streams=config.detection.max_streams,
                              publish_scores=config.output.scores)
+        restored, note = snapshots.read(self.state_dir, self.bundle.sha256, self.detector)
+        self.worker.restore(restored)
+        self.restore_note = note
+        self.notifier = Notifier()
+        self.watchdog = WatchdogGate(self.notifier, heartbeat=lambda: self.worker.heartbeat)
+        self._first_connect = threading.Event()
+        self._resent = False
         self._stop = threading.Event()
         self.stop_signal: int | None = None
 
@@ -123,6 +169,17 @@ class Agent:
                 f"{self.detector.exit:.3g}")
 
     # -- network thread ----------------------------------------------------------------------
+    def _on_connected(self) -> None:
+        if not self._resent:
+            self._resent = True
+            resent = self.output.resend_stored()
+            if resent:
+                log.info("re-sending %d alert(s) a previous run left unacknowledged", resent)
+        self._first_connect.set()
+
+    def _on_published(self, mid: int) -> None:
+        self.output.acknowledged(mid)
+
     def on_message(self, message: paho.MQTTMessage) -> None:
         """Map, parse, enqueue. Runs in paho's thread: cheap, never blocks, never raises."""
         stats = self.stats
@@ -175,8 +232,15 @@ class Agent:
         snapshot = self.stats.snapshot()
         snapshot.update(queue_depth=len(self.queue), streams=len(self.worker.streams),
                         bundle_sha256=self.bundle.sha256, connected=self.link.connected.is_set(),
-                        reconnects=max(0, self.link.connects - 1))
+                        reconnects=max(0, self.link.connects - 1),
+                        outbox_pending=len(self.outbox), outbox_dropped=self.outbox.dropped)
         return snapshot
+
+    def write_snapshot(self, streams: dict[str, Any]) -> None:
+        try:
+            snapshots.write(self.state_dir, self.bundle.sha256, streams)
+        except OSError as exc:
+            log.error("cannot write the state snapshot to %s: %s", self.state_dir, exc)
 
     def publish_stats(self) -> None:
         self.link.publish(self.topics.agent("stats"), encode(self.stats_snapshot()), qos=1,
@@ -199,15 +263,25 @@ class Agent:
         self.shutdown()
         return 0
 
+    def status_line(self) -> str:
+        s = self.stats
+        return (f"{len(self.worker.streams)} streams, {s.processed} readings, alerts "
+                f"{dict(s.alerts) or 'none'}, {'connected' if self.link.connected.is_set() else 'disconnected'}")
+
     def shutdown(self, timeout: float = 10.0) -> None:
+        self.notifier.stopping("draining the queue")
         self.accepting = False
         self.worker.stop(self.queue.wake, timeout)
-        left = self.output.wait_pending(timeout) if self.link.connected.is_set() else -1
-        if left > 0:
-            log.warning("%d alert(s) not acknowledged by the broker at shutdown", left)
+        self.write_snapshot(self.worker.encode_streams())
+        left = self.output.wait_sent(timeout)
+        if left:
+            log.warning("%d alert(s) not yet acknowledged by the broker: kept in the outbox, "
+                        "re-sent at the next start", left)
         if self.link.connected.is_set():
             self.publish_stats()
         self.link.stop()
+        self.output.flush()
+        self.outbox.close()
         snapshot = self.stats_snapshot()
         log.info("stopped: %d received, %d processed, %d rejected, %d dropped, alerts %s",
                  snapshot["received"], snapshot["processed"], snapshot["rejected_total"],

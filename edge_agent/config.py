@@ -194,6 +194,19 @@ class QueueConfig(Section):
         "drop_oldest", description="What a full queue drops.")
 
 
+class StateConfig(Section):
+    """Where the agent keeps what must survive a restart: stream snapshots and the alert outbox."""
+
+    dir: str | None = Field(None, description=(
+        "State folder; null: $STATE_DIRECTORY (systemd StateDirectory=) if set, else "
+        "~/.local/state/edge-agent/<agent_id>."))
+    snapshot_interval_s: float = Field(30.0, gt=0, description=(
+        "Snapshot every stream's state this often (and at shutdown)."))
+    outbox_max_alerts: int = Field(10000, ge=10, description=(
+        "Alerts kept until the broker acknowledges them; when full, the oldest updates go "
+        "first."))
+
+
 class LoggingConfig(Section):
     """Log level and rate limits (logs go to stderr, journald-friendly under systemd)."""
 
@@ -213,6 +226,7 @@ class AgentConfig(Section):
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("agent_id")
@@ -225,6 +239,14 @@ class AgentConfig(Section):
     @property
     def client_id(self) -> str:
         return self.broker.client_id or f"edge-agent-{self.agent_id}"
+
+    @property
+    def state_dir(self) -> Path:
+        if self.state.dir:
+            return Path(self.state.dir)
+        if os.environ.get("STATE_DIRECTORY"):
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        return Path.home() / ".local" / "state" / "edge-agent" / self.agent_id
 
 
 def _expand(path: str | None, base: Path) -> str | None:
@@ -244,7 +266,9 @@ def load(path: str | Path) -> AgentConfig:
                                  for k in ("ca_file", "cert_file", "key_file")})
     broker = config.broker.model_copy(update={
         "tls": tls, "password_file": _expand(config.broker.password_file, base)})
-    return config.model_copy(update={"bundle": _expand(config.bundle, base), "broker": broker})
+    state = config.state.model_copy(update={"dir": _expand(config.state.dir, base)})
+    return config.model_copy(update={"bundle": _expand(config.bundle, base), "broker": broker,
+                                     "state": state})
 
 
 def read_secret(broker: BrokerConfig) -> str | None:

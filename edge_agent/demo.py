@@ -145,6 +145,7 @@ class Demo:
             "detection": {"warmup_readings": 20, "gap_reset_s": 30},
             "alerts": {"enter_readings": 3, "exit_readings": 30, "update_interval_s": 10,
                        "cooldown_readings": 50},
+            "state": {"dir": str(self.folder / "state")},
             "logging": {"level": "WARNING"},
         }
         path = self.folder / "agent.yaml"

@@ -40,13 +40,15 @@ class MqttLink:
 
     def __init__(self, config: BrokerConfig, client_id: str, *, subscriptions: list[str],
                  qos: int, availability_topic: str, on_message: MessageHandler,
-                 on_connected: Callable[[], None] | None = None) -> None:
+                 on_connected: Callable[[], None] | None = None,
+                 on_published: Callable[[int], None] | None = None) -> None:
         self.config = config
         self.subscriptions = subscriptions
         self.qos = qos
         self.availability_topic = availability_topic
         self._on_message = on_message
         self._on_connected = on_connected
+        self._on_published = on_published
         self.connected = threading.Event()
         self._stopping = False
         self.connects = 0
@@ -82,6 +84,7 @@ class MqttLink:
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_message = self._handle_message
         self.client.on_connect_fail = self._handle_connect_fail
+        self.client.on_publish = self._handle_publish
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -148,6 +151,11 @@ class MqttLink:
         self.last_error = "connection failed (broker unreachable, or TLS handshake refused)"
         log.warning("cannot connect to %s:%d: %s; retrying with backoff", self.config.host,
                     self.config.port, self.last_error)
+
+    def _handle_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any,
+                        properties: Any) -> None:
+        if self._on_published is not None:
+            self._on_published(mid)
 
     def _handle_message(self, client: paho.Client, userdata: Any,
                         message: paho.MQTTMessage) -> None:

@@ -14,14 +14,16 @@ stalled worker from a quiet one.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from typing import Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
 from .detector import Alert, Detector
 from .payloads import Topics, alert_payload, encode
+from .snapshots import Restored, encode_stream
 from .stats import Stats
 from .streams import Admission, StreamState
 
@@ -44,7 +46,7 @@ class Item(NamedTuple):
 class Output(Protocol):
     """Where the worker's results go (the MQTT link, or a recorder in tests)."""
 
-    def publish_alert(self, topic: str, payload: bytes) -> None: ...
+    def publish_alert(self, alert_id: str, kind: str, topic: str, payload: bytes) -> None: ...
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
 
@@ -68,6 +70,8 @@ class Worker:
         self.routes: dict[str, tuple[str, dict[str, str]]] = {}
         self.statuses: dict[str, str] = {}
         self.heartbeat = time.monotonic()
+        self._snapshot_wanted = threading.Event()
+        self.snapshots: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         manifest = detector.bundle.manifest
@@ -98,7 +102,32 @@ class Worker:
                     self.handle(item)
             elif self._stop.is_set():
                 return
+            if self._snapshot_wanted.is_set():
+                self._snapshot_wanted.clear()
+                try:
+                    self.snapshots.put_nowait(self.encode_streams())
+                except queue.Full:
+                    pass  # the previous one is still being written
             self.heartbeat = time.monotonic()
+
+    # -- state across restarts ---------------------------------------------------------------
+    def request_snapshot(self) -> None:
+        """Ask the worker to copy every stream's state between two batches (consistent)."""
+        self._snapshot_wanted.set()
+
+    def encode_streams(self) -> dict[str, Any]:
+        """Every stream's state as JSON-ready data (call from the worker, or once it stopped)."""
+        return {stream_id: encode_stream(state, *self.routes.get(stream_id, ("", {})),
+                                         self.statuses.get(stream_id))
+                for stream_id, state in self.streams.items()}
+
+    def restore(self, restored: dict[str, Restored]) -> None:
+        """Adopt streams from a snapshot (before the worker starts)."""
+        for stream_id, entry in restored.items():
+            self.streams[stream_id] = entry.state
+            self.routes[stream_id] = (entry.topic, entry.fields)
+            if entry.status is not None:
+                self.statuses[stream_id] = entry.status
 
     # -- one reading -------------------------------------------------------------------------
     def handle(self, item: Item) -> None:
@@ -134,7 +163,8 @@ class Worker:
         topic, fields = self.routes.get(alert.stream_id, ("", {}))
         payload = alert_payload(alert, topic=topic, fields=fields, model_name=self._model_name,
                                 model_sha256=self._model_sha, agent_id=self.agent_id)
-        self.output.publish_alert(self.topics.alerts(alert.stream_id), encode(payload))
+        self.output.publish_alert(alert.alert_id, alert.type, self.topics.alerts(alert.stream_id),
+                                  encode(payload))
         self.stats.alerts[alert.type] += 1
         log.info("alert %s %s stream=%s score=%.2f top=%s", alert.type, alert.alert_id[:8],
                  alert.stream_id, alert.score,

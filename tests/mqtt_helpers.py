@@ -148,6 +148,7 @@ def agent_config(path: Path, broker: Mosquitto, **overrides: Any) -> Path:
         "alerts": {"enter_readings": 3, "exit_readings": 30, "update_interval_s": 10,
                    "cooldown_readings": 50},
         "output": {"stats_interval_s": 1},
+        "state": {"dir": str(path.parent / "state"), "snapshot_interval_s": 1},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

@@ -60,7 +60,7 @@ class Recorder:
         self.alerts: list[tuple[str, bytes]] = []
         self.acks: list[int] = []
 
-    def publish_alert(self, topic: str, payload: bytes) -> None:
+    def publish_alert(self, alert_id: str, kind: str, topic: str, payload: bytes) -> None:
         self.alerts.append((topic, payload))
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:

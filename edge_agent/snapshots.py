@@ -1,0 +1,153 @@
+"""Per-stream state across restarts: atomic snapshots, keyed by the bundle's sha256.
+
+Everything a stream remembers — LSTM h and c, forecast, baseline, smoothing, warm-up counter,
+open alert episode, last timestamp — is written as JSON to ``snapshot.json`` in the state
+folder: first to a temporary file, which is fsynced and then renamed over the old one (and the
+folder fsynced), so a power cut leaves either the old or the new snapshot, never half of one.
+
+A snapshot is only restored for the bundle it was taken with (the LSTM state of one model means
+nothing to another); otherwise, or when the file is corrupt or truncated, streams start fresh
+and the log says why — a bad snapshot is never fatal. An episode that was open when the
+snapshot was taken stays open after the restore, so it ends with an ``end`` (same alert id),
+never with a second ``start``.
+
+Values round-trip exactly (JSON floats are written with ``repr``), so a restored stream
+continues bit for bit as if the agent had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .alerts import EpisodeState
+from .detector import Detector
+from .normalise import Baseline
+from .scoring import ScoreState
+from .streams import StreamState
+
+FORMAT = 1
+FILE_NAME = "snapshot.json"
+
+
+@dataclass
+class Restored:
+    """What a snapshot held for one stream, ready for the worker."""
+
+    state: StreamState
+    topic: str
+    fields: dict[str, str]
+    status: str | None
+
+
+def _array(value: np.ndarray | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"dtype": value.dtype.name, "shape": list(value.shape), "data": value.ravel().tolist()}
+
+
+def _unarray(value: dict[str, Any] | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    return np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
+
+
+def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
+                  status: str | None) -> dict[str, Any]:
+    baseline = state.baseline
+    return {
+        "topic": topic, "fields": fields, "status": status,
+        "lstm": [_array(a) for a in state.lstm],
+        "warmup_left": state.warmup_left,
+        "baseline": None if baseline is None else {
+            "count": baseline.count, "mean": _array(baseline.mean), "m2": _array(baseline.m2)},
+        "prediction": _array(state.prediction),
+        "last_ts": state.last_ts,
+        "score": {"smoothed": state.score.smoothed, "level": _array(state.score.level)},
+        "episode": asdict(state.episode),
+        "readings": state.readings,
+        "resets": state.resets,
+    }
+
+
+def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> Restored:
+    """Rebuild a stream; raises ``ValueError``/``KeyError``/``TypeError`` on a bad entry."""
+    state = detector.new_stream(stream_id)
+    lstm = [_unarray(a) for a in data["lstm"]]
+    zero = detector.model.zero_state()
+    if len(lstm) != len(zero) or any(a is None or a.shape != z.shape or a.dtype != z.dtype
+                                     for a, z in zip(lstm, zero)):
+        raise ValueError("LSTM state does not fit the model")
+    state.lstm = lstm  # type: ignore[assignment]
+    state.warmup_left = int(data["warmup_left"])
+    if data["baseline"] is not None and state.baseline is not None:
+        b = data["baseline"]
+        state.baseline = Baseline(int(b["count"]), _unarray(b["mean"]), _unarray(b["m2"]))
+        if state.baseline.count >= detector.normaliser.baseline_readings:
+            if detector.normaliser.per_stream:
+                state.scale = detector.normaliser.scale_from(state.baseline)
+            assert state.scale is not None
+            state.anchor = state.scale.forward(state.baseline.mean)
+    state.prediction = _unarray(data["prediction"])
+    state.last_ts = data["last_ts"]
+    state.score = ScoreState(data["score"]["smoothed"], _unarray(data["score"]["level"]))
+    state.episode = EpisodeState(**data["episode"])
+    state.readings = int(data["readings"])
+    state.resets = int(data["resets"])
+    return Restored(state, data["topic"], dict(data["fields"]), data["status"])
+
+
+def write(folder: Path, bundle_sha256: str, streams: dict[str, dict[str, Any]]) -> Path:
+    """Atomically replace the snapshot (temporary file, fsync, rename, fsync folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / FILE_NAME
+    tmp = folder / (FILE_NAME + ".tmp")
+    document = {"format": FORMAT, "bundle_sha256": bundle_sha256, "saved_at": time.time(),
+                "streams": streams}
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, separators=(",", ":"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target
+
+
+def read(folder: Path, bundle_sha256: str, detector: Detector
+         ) -> tuple[dict[str, Restored], str]:
+    """The restored streams and a sentence for the log saying what happened and why."""
+    path = folder / FILE_NAME
+    if not path.exists():
+        return {}, f"no snapshot at {path}: streams start fresh"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise ValueError(f"unknown snapshot format {document.get('format')!r}"
+                             if isinstance(document, dict) else "not a JSON object")
+    except (OSError, ValueError) as exc:
+        return {}, f"snapshot {path} is corrupt or truncated ({exc}); ignored, streams start fresh"
+    if document.get("bundle_sha256") != bundle_sha256:
+        return {}, (f"snapshot {path} was taken with another bundle (sha256 "
+                    f"{str(document.get('bundle_sha256'))[:12]}…, now {bundle_sha256[:12]}…); "
+                    "streams start fresh")
+    restored: dict[str, Restored] = {}
+    bad = 0
+    for stream_id, data in document.get("streams", {}).items():
+        try:
+            restored[stream_id] = decode_stream(stream_id, data, detector)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            bad += 1
+    age = time.time() - float(document.get("saved_at", time.time()))
+    note = f"; {bad} unreadable stream(s) start fresh" if bad else ""
+    return restored, (f"restored {len(restored)} stream(s) from {path} (saved {age:.0f} s ago)"
+                      f"{note}")
