@@ -225,8 +225,20 @@ class Agent:
 
     def start(self) -> None:
         log.info(self.describe())
+        log.info("state in %s: %s", self.state_dir, self.restore_note)
         self.worker.start()
         self.link.start()
+
+    def wait_connected(self) -> bool:
+        """Until the first broker connection (or a stop request); tells systemd we wait."""
+        c = self.config.broker
+        while not self._first_connect.wait(1.0):
+            if self._stop.is_set():
+                return False
+            self.notifier.extend_timeout(30)
+            self.notifier.status(f"waiting for the broker at {c.host}:{c.port}"
+                                 + (f": {self.link.last_error}" if self.link.last_error else ""))
+        return True
 
     def stats_snapshot(self) -> dict[str, Any]:
         snapshot = self.stats.snapshot()
@@ -236,9 +248,9 @@ class Agent:
                         outbox_pending=len(self.outbox), outbox_dropped=self.outbox.dropped)
         return snapshot
 
-    def write_snapshot(self, streams: dict[str, Any]) -> None:
+    def write_snapshot(self, streams: dict[str, Any], clean: bool = False) -> None:
         try:
-            snapshots.write(self.state_dir, self.bundle.sha256, streams)
+            snapshots.write(self.state_dir, self.bundle.sha256, streams, clean)
         except OSError as exc:
             log.error("cannot write the state snapshot to %s: %s", self.state_dir, exc)
 
@@ -247,17 +259,36 @@ class Agent:
                           retain=True)
 
     def run(self, tick_s: float = 0.2) -> int:
-        """Start, serve until asked to stop, shut down; returns the exit code."""
+        """Start, serve until asked to stop, shut down; returns the exit code.
+
+        The main loop's duties: liveness (the worker thread, the watchdog), deleting
+        acknowledged alerts from the outbox, snapshots and stats at their intervals.
+        """
         self.start()
-        next_stats = time.monotonic() + self.config.output.stats_interval_s
+        if self.wait_connected():
+            self.notifier.ready(self.status_line())
+        now = time.monotonic()
+        next_stats = now + self.config.output.stats_interval_s
+        next_snapshot = now + self.config.state.snapshot_interval_s
         while not self._stop.wait(tick_s):
             if not self.worker.alive:
                 log.error("the worker thread died; exiting so the service manager restarts us")
                 self.shutdown()
                 return 1
-            if time.monotonic() >= next_stats:
-                next_stats += self.config.output.stats_interval_s
+            self.watchdog.tick()
+            self.output.flush()
+            now = time.monotonic()
+            if now >= next_snapshot:
+                next_snapshot = now + self.config.state.snapshot_interval_s
+                self.worker.request_snapshot()
+            try:
+                self.write_snapshot(self.worker.snapshots.get_nowait())
+            except queue.Empty:
+                pass
+            if now >= next_stats:
+                next_stats = now + self.config.output.stats_interval_s
                 self.publish_stats()
+                self.notifier.status(self.status_line())
         if self.stop_signal is not None:
             log.info("received %s: shutting down", signal.Signals(self.stop_signal).name)
         self.shutdown()
@@ -272,7 +303,7 @@ class Agent:
         self.notifier.stopping("draining the queue")
         self.accepting = False
         self.worker.stop(self.queue.wake, timeout)
-        self.write_snapshot(self.worker.encode_streams())
+        self.write_snapshot(self.worker.encode_streams(), clean=True)
         left = self.output.wait_sent(timeout)
         if left:
             log.warning("%d alert(s) not yet acknowledged by the broker: kept in the outbox, "

@@ -8,6 +8,7 @@ installed, the demo falls back to an embedded Python broker (see :mod:`edge_agen
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -75,6 +76,8 @@ class Mosquitto:
             "max_inflight_messages 100\n"
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
+            # as root, mosquitto would switch to the 'mosquitto' user, who cannot write here
+            + (f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else "")
             + extra_config)
         self.process: subprocess.Popen[bytes] | None = None
 

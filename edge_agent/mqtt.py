@@ -148,9 +148,11 @@ class MqttLink:
             log.warning("disconnected from broker (%s); reconnecting", reason)
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self.last_error = "connection failed (broker unreachable, or TLS handshake refused)"
-        log.warning("cannot connect to %s:%d: %s; retrying with backoff", self.config.host,
-                    self.config.port, self.last_error)
+        error = probe(self.config)
+        if error != self.last_error:  # say it once per distinct cause, not at every retry
+            log.warning("cannot connect to %s:%d: %s; retrying with backoff up to %g s",
+                        self.config.host, self.config.port, error, self.config.reconnect_max_s)
+        self.last_error = error
 
     def _handle_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any,
                         properties: Any) -> None:
@@ -163,6 +165,35 @@ class MqttLink:
             self._on_message(message)
         except Exception:  # noqa: BLE001 - last line of defence for paho's thread
             log.exception("message handler failed on topic %r", message.topic)
+
+
+def probe(config: BrokerConfig, timeout: float = 3.0) -> str:
+    """Why a connection fails, found by trying the TCP and TLS steps ourselves.
+
+    paho's reconnect loop only says that connecting failed; an operator needs to know whether
+    the broker is down or its certificate is not trusted (and which check failed).
+    """
+    import socket
+
+    try:
+        raw = socket.create_connection((config.host, config.port), timeout=timeout)
+    except OSError as exc:
+        return f"broker unreachable ({exc.strerror or exc})"
+    with raw:
+        if not config.tls.enabled:
+            return "the broker closed the connection"
+        context = ssl.create_default_context(cafile=config.tls.ca_file)
+        context.check_hostname = config.tls.check_hostname
+        try:
+            if config.tls.cert_file:
+                context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+            with context.wrap_socket(raw, server_hostname=config.host):
+                return "the TLS handshake succeeded on a retry; the broker refused the session"
+        except ssl.SSLCertVerificationError as exc:
+            return (f"TLS: the broker's certificate is not trusted ({exc.verify_message}); "
+                    "check broker.tls.ca_file and the broker's host name")
+        except (ssl.SSLError, OSError) as exc:
+            return f"TLS handshake failed ({exc})"
 
 
 def describe_refusal(reason: str) -> str:

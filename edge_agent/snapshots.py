@@ -5,6 +5,11 @@ open alert episode, last timestamp — is written as JSON to ``snapshot.json`` i
 folder: first to a temporary file, which is fsynced and then renamed over the old one (and the
 folder fsynced), so a power cut leaves either the old or the new snapshot, never half of one.
 
+The snapshot written at a clean shutdown is exact; a periodic one may be a few seconds older
+than the last reading the agent handled before a crash, so streams restored from it warm up
+again (their LSTM state is kept, so the warm-up is short) rather than score a forecast made
+before a jump.
+
 A snapshot is only restored for the bundle it was taken with (the LSTM state of one model means
 nothing to another); otherwise, or when the file is corrupt or truncated, streams start fresh
 and the log says why — a bad snapshot is never fatal. An episode that was open when the
@@ -103,13 +108,16 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     return Restored(state, data["topic"], dict(data["fields"]), data["status"])
 
 
-def write(folder: Path, bundle_sha256: str, streams: dict[str, dict[str, Any]]) -> Path:
-    """Atomically replace the snapshot (temporary file, fsync, rename, fsync folder)."""
+def write(folder: Path, bundle_sha256: str, streams: dict[str, dict[str, Any]],
+          clean: bool = False) -> Path:
+    """Atomically replace the snapshot (temporary file, fsync, rename, fsync folder).
+
+    ``clean``: taken at shutdown after the last reading, so nothing happened after it."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / FILE_NAME
     tmp = folder / (FILE_NAME + ".tmp")
     document = {"format": FORMAT, "bundle_sha256": bundle_sha256, "saved_at": time.time(),
-                "streams": streams}
+                "clean": clean, "streams": streams}
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(document, handle, separators=(",", ":"))
         handle.flush()
@@ -142,12 +150,18 @@ def read(folder: Path, bundle_sha256: str, detector: Detector
                     "streams start fresh")
     restored: dict[str, Restored] = {}
     bad = 0
+    clean = document.get("clean") is True
     for stream_id, data in document.get("streams", {}).items():
         try:
-            restored[stream_id] = decode_stream(stream_id, data, detector)
+            entry = restored[stream_id] = decode_stream(stream_id, data, detector)
         except (ValueError, KeyError, TypeError, AssertionError):
             bad += 1
+            continue
+        if not clean:
+            entry.state.warmup_left = max(entry.state.warmup_left,
+                                          detector.settings.warmup_readings)
     age = time.time() - float(document.get("saved_at", time.time()))
     note = f"; {bad} unreadable stream(s) start fresh" if bad else ""
-    return restored, (f"restored {len(restored)} stream(s) from {path} (saved {age:.0f} s ago)"
-                      f"{note}")
+    how = "clean shutdown" if clean else "periodic snapshot after an unclean stop: streams warm up"
+    return restored, (f"restored {len(restored)} stream(s) from {path} (saved {age:.0f} s ago, "
+                      f"{how}){note}")

@@ -136,12 +136,12 @@ def expected_alerts(config_path: Path, values: np.ndarray, stamps: np.ndarray, s
     return events
 
 
-def agent_config(path: Path, broker: Mosquitto, **overrides: Any) -> Path:
+def agent_config(path: Path, server: Mosquitto, /, **overrides: Any) -> Path:
     """Write an agent config for ``broker`` (demo bundle) with nested ``overrides``."""
     config: dict[str, Any] = {
         "agent_id": "test-agent",
         "bundle": str(ROOT / "edge_agent" / "demo_bundle"),
-        "broker": {"host": broker.host, "port": broker.port, "reconnect_min_s": 1,
+        "broker": {"host": server.host, "port": server.port, "reconnect_min_s": 1,
                    "reconnect_max_s": 2},
         "input": {"topics": ["robots/{robot}/joints/{joint}/telemetry"], "qos": 1},
         "detection": {"warmup_readings": 20, "gap_reset_s": 30},
