@@ -20,20 +20,22 @@ import queue
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import paho.mqtt.client as paho
 
-from . import __version__
+from . import __version__, metrics, snapshots
 from .alerts import AlertSettings
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle, load_bundle, state_carries_over
 from .config import AgentConfig
 from .detector import Detector, DetectorSettings
+from .errors import BundleError, EdgeError
+from .homeassistant import Discovery
 from .logs import RateLimitedLog
 from .messages import PayloadParser
 from .model import StatefulModel, load_runtime
-from . import snapshots
 from .mqtt import MqttLink
 from .outbox import Outbox
 from .payloads import Topics, encode
@@ -147,10 +149,18 @@ class Agent:
                              on_message=self.on_message, on_connected=self._on_connected,
                              on_published=self._on_published)
         self.output = MqttOutput(self.link, self.outbox, config.output.qos)
+        ha = config.homeassistant
+        self.discovery = Discovery(ha.discovery_prefix or "", self.topics, agent_id=config.agent_id,
+                                   model=manifest.name, version=__version__) if ha.active else None
+        scores = config.output.scores or self.discovery is not None
+        score_interval = (config.output.score_interval_s if config.output.scores
+                          else ha.score_interval_s)
         self.worker = Worker(self.detector, self.queue.get_batch, self.output, self.topics,
                              self.stats, agent_id=config.agent_id,
-                             max_streams=config.detection.max_streams,
-                             publish_scores=config.output.scores)
+                             max_streams=config.detection.max_streams, publish_scores=scores,
+                             score_interval_s=score_interval,
+                             expiry_s=config.detection.stream_expiry_s,
+                             discovery=self.discovery, remove_expired_entities=ha.remove_expired)
         restored, note = snapshots.read(self.state_dir, self.bundle.sha256, self.detector)
         self.worker.restore(restored)
         self.restore_note = note
@@ -158,6 +168,11 @@ class Agent:
         self.watchdog = WatchdogGate(self.notifier, heartbeat=lambda: self.worker.heartbeat)
         self._first_connect = threading.Event()
         self._resent = False
+        self._reload_wanted = threading.Event()
+        self.metrics_server: Any = None
+        self.last_reload: dict[str, Any] | None = None
+        self._bundle_seen = self._bundle_signature()
+        self._bundle_changed = False
         self._stop = threading.Event()
         self.stop_signal: int | None = None
 
@@ -170,6 +185,9 @@ class Agent:
 
     # -- network thread ----------------------------------------------------------------------
     def _on_connected(self) -> None:
+        self.publish_status()
+        for stream_id in list(self.worker.streams):  # discovery configs after every reconnect
+            self.worker.announce(stream_id)
         if not self._resent:
             self._resent = True
             resent = self.output.resend_stored()
@@ -219,13 +237,92 @@ class Agent:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop(signum)
 
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_wanted.set()  # acted on by the main loop, never here
+
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
+
+    # -- model reload (main thread) --------------------------------------------------------------
+    def reload(self, reason: str) -> bool:
+        """Load the bundle again; swap it in between two messages if it is valid.
+
+        An invalid bundle changes nothing: the old model keeps running, and the error is
+        logged and published on the agent's status topic."""
+        self.notifier.reloading(f"reloading the bundle ({reason})")
+        old = self.bundle.manifest
+        try:
+            bundle = load_bundle(self.config.bundle)
+            if bundle.manifest.features != old.features:
+                raise BundleError(f"{bundle.path}: features {bundle.manifest.features} differ "
+                                  f"from the running model's {old.features}; restart the "
+                                  "agent to switch to a model with other inputs")
+            model = StatefulModel(bundle.model_path, bundle.manifest.model, self.runtime)
+            detector = Detector(bundle, model, detector_settings(self.config))
+        except EdgeError as exc:
+            log.error("model reload (%s) failed, the old model keeps running: %s", reason, exc)
+            self.last_reload = {"at": time.time(), "ok": False, "reason": reason,
+                                "error": str(exc)}
+            self.publish_status()
+            self.notifier.ready(self.status_line())
+            return False
+        keep = state_carries_over(old, bundle.manifest)
+        if not self.worker.swap(detector, keep):
+            log.error("the worker did not take the new model in time")
+        self.bundle, self.model, self.detector = bundle, model, detector
+        self.last_reload = {"at": time.time(), "ok": True, "reason": reason,
+                            "kept_state": keep, "sha256": bundle.sha256}
+        log.info("model reloaded (%s): %s sha256 %s…; streams %s", reason, bundle.manifest.name,
+                 bundle.sha256[:16], "keep their state" if keep else "start over (warm-up)")
+        self.publish_status()
+        self.notifier.ready(self.status_line())
+        return True
+
+    def _bundle_signature(self) -> tuple[tuple[str, int, int], ...]:
+        try:
+            return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                                for p in Path(self.config.bundle).iterdir() if p.is_file()))
+        except OSError:
+            return ()
+
+    def _watch_bundle(self, now: float) -> None:
+        """Reload when the bundle folder changed and then stayed unchanged for one interval
+        (a copy in progress is not loaded half-way)."""
+        signature = self._bundle_signature()
+        if signature == self._bundle_seen:
+            if self._bundle_changed:
+                self._bundle_changed = False
+                self.reload("the bundle folder changed")
+            return
+        self._bundle_seen = signature
+        self._bundle_changed = True
+
+    # -- status ----------------------------------------------------------------------------------
+    def status_document(self) -> dict[str, Any]:
+        m = self.bundle.manifest
+        return {"agent_id": self.config.agent_id, "version": __version__,
+                "runtime": self.runtime.describe(), "started_at": self.stats.started,
+                "bundle": {"name": m.name, "sha256": m.model.sha256, "path": str(self.bundle.path),
+                           "created": m.created, "features": m.features},
+                "last_reload": self.last_reload}
+
+    def publish_status(self) -> None:
+        self.link.publish(self.topics.agent("status"), encode(self.status_document()), qos=1,
+                          retain=True)
 
     def start(self) -> None:
         log.info(self.describe())
         log.info("state in %s: %s", self.state_dir, self.restore_note)
+        if self.config.metrics.enabled:
+            self.metrics_server = metrics.serve(
+                self.config.metrics.host, self.config.metrics.port, metrics.AgentCollector(
+                    self.stats_snapshot,
+                    lambda: (list(self.stats.latency_counts), self.stats.latency_sum),
+                    lambda: {"version": __version__, "runtime": self.runtime.describe(),
+                             "bundle": self.bundle.manifest.name,
+                             "bundle_sha256": self.bundle.sha256}))
         self.worker.start()
         self.link.start()
 
@@ -248,9 +345,9 @@ class Agent:
                         outbox_pending=len(self.outbox), outbox_dropped=self.outbox.dropped)
         return snapshot
 
-    def write_snapshot(self, streams: dict[str, Any], clean: bool = False) -> None:
+    def write_snapshot(self, sha256: str, streams: dict[str, Any], clean: bool = False) -> None:
         try:
-            snapshots.write(self.state_dir, self.bundle.sha256, streams, clean)
+            snapshots.write(self.state_dir, sha256, streams, clean)
         except OSError as exc:
             log.error("cannot write the state snapshot to %s: %s", self.state_dir, exc)
 
@@ -270,6 +367,8 @@ class Agent:
         now = time.monotonic()
         next_stats = now + self.config.output.stats_interval_s
         next_snapshot = now + self.config.state.snapshot_interval_s
+        watch = self.config.bundle_watch_s
+        next_watch = now + (watch or 0)
         while not self._stop.wait(tick_s):
             if not self.worker.alive:
                 log.error("the worker thread died; exiting so the service manager restarts us")
@@ -278,11 +377,18 @@ class Agent:
             self.watchdog.tick()
             self.output.flush()
             now = time.monotonic()
+            if self._reload_wanted.is_set():
+                self._reload_wanted.clear()
+                self.reload("SIGHUP")
+                self._bundle_seen = self._bundle_signature()
+            if watch and now >= next_watch:
+                next_watch = now + watch
+                self._watch_bundle(now)
             if now >= next_snapshot:
                 next_snapshot = now + self.config.state.snapshot_interval_s
                 self.worker.request_snapshot()
             try:
-                self.write_snapshot(self.worker.snapshots.get_nowait())
+                self.write_snapshot(*self.worker.snapshots.get_nowait())
             except queue.Empty:
                 pass
             if now >= next_stats:
@@ -303,7 +409,8 @@ class Agent:
         self.notifier.stopping("draining the queue")
         self.accepting = False
         self.worker.stop(self.queue.wake, timeout)
-        self.write_snapshot(self.worker.encode_streams(), clean=True)
+        self.write_snapshot(self.worker.detector.bundle.sha256, self.worker.encode_streams(),
+                            clean=True)
         left = self.output.wait_sent(timeout)
         if left:
             log.warning("%d alert(s) not yet acknowledged by the broker: kept in the outbox, "
@@ -313,6 +420,8 @@ class Agent:
         self.link.stop()
         self.output.flush()
         self.outbox.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         snapshot = self.stats_snapshot()
         log.info("stopped: %d received, %d processed, %d rejected, %d dropped, alerts %s",
                  snapshot["received"], snapshot["processed"], snapshot["rejected_total"],

@@ -160,6 +160,11 @@ class Manifest(Strict):
     scoring: Scoring
     training: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] = Field(default_factory=dict)
+    state_key: str | None = Field(None, description=(
+        "Streams keep their LSTM state across a model reload only when the old and the new "
+        "bundle have the same state_key (the trainer derives it from the model file and the "
+        "normalisation, so a recalibrated threshold keeps state and a retrained model does "
+        "not)."))
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
@@ -197,6 +202,21 @@ class Manifest(Strict):
                     raise ValueError(f"{name}.state {st.name!r}: zero state has {len(st.zero)} "
                                      f"values for shape {st.shape}")
         return self
+
+
+def state_carries_over(old: Manifest, new: Manifest) -> bool:
+    """May streams keep their state when ``new`` replaces ``old``? Only when the manifest says
+    so (equal ``state_key``) and the state tensors have the same shape, type and scale."""
+    return (old.state_key is not None and old.state_key == new.state_key
+            and old.model.state_signature() == new.model.state_signature())
+
+
+def derive_state_key(model: ModelFile, normalisation: Normalisation) -> str:
+    """The trainer's ``state_key``: same model file and same normalisation → same meaning of
+    every stream's state."""
+    digest = hashlib.sha256(model.sha256.encode())
+    digest.update(json.dumps(normalisation.model_dump(mode="json"), sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,9 @@ class OutputConfig(Section):
     qos: Literal[0, 1] = Field(1, description="QoS of alerts.")
     scores: bool = Field(False, description="Publish every reading's score to "
                          "{prefix}/streams/{stream}/score (for live charts).")
+    score_interval_s: float = Field(0.0, ge=0, description="With scores: at most one score "
+                                    "message per stream this often (reading time; 0: every "
+                                    "reading).")
     stats_interval_s: float = Field(60.0, gt=0, description="Publish counters to "
                                     "{prefix}/agents/{agent_id}/stats (retained) this often.")
 
@@ -171,6 +174,9 @@ class DetectionConfig(Section):
                                    "thresholds (above 1: fewer, surer alerts).")
     max_streams: int = Field(10000, ge=1, description="Readings of further streams are "
                              "rejected (too_many_streams).")
+    stream_expiry_s: float | None = Field(None, gt=0, description=(
+        "Forget a stream silent this long (wall time): its state, retained status and Home "
+        "Assistant entities go (null: never)."))
 
 
 class AlertsConfig(Section):
@@ -207,6 +213,31 @@ class StateConfig(Section):
         "first."))
 
 
+class HomeAssistantConfig(Section):
+    """Home Assistant MQTT discovery: per stream a problem binary_sensor and a score sensor,
+    grouped under one device per agent, available while the agent is online."""
+
+    discovery_prefix: str | None = Field(None, description=(
+        "HA's discovery prefix (usually 'homeassistant'); null: no discovery."))
+    enabled: bool = Field(True, description="Announce entities when a prefix is set.")
+    score_interval_s: float = Field(5.0, ge=0, description=(
+        "Publish each stream's score for the score sensor at most this often (reading time)."))
+    remove_expired: bool = Field(True, description=(
+        "Remove the entities of streams forgotten by detection.stream_expiry_s."))
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.discovery_prefix)
+
+
+class MetricsConfig(Section):
+    """An optional Prometheus endpoint (needs the 'metrics' extra: prometheus-client)."""
+
+    enabled: bool = Field(False, description="Serve /metrics.")
+    host: str = Field("127.0.0.1", description="Address to bind (localhost by default).")
+    port: int = Field(9108, ge=1, le=65535, description="Port to bind.")
+
+
 class LoggingConfig(Section):
     """Log level and rate limits (logs go to stderr, journald-friendly under systemd)."""
 
@@ -219,6 +250,9 @@ class AgentConfig(Section):
     agent_id: str = Field(default_factory=socket.gethostname, description="This agent's name "
                           "in topics and alerts; default: the host name.")
     bundle: str = Field(description="Model bundle folder (relative to this file).")
+    bundle_watch_s: float | None = Field(10.0, gt=0, description=(
+        "Check the bundle folder this often and reload the model when it changed "
+        "(null: only on SIGHUP / systemctl reload)."))
     runtime: Literal["auto", "litert", "tflite"] = Field("auto", description="TFLite runtime.")
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     input: InputConfig
@@ -227,6 +261,8 @@ class AgentConfig(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("agent_id")

@@ -55,7 +55,11 @@ class Outbox:
         self._lock = threading.Lock()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # A disk that stays locked or stalled longer than this raises in the worker, which ends
+        # the agent (exit 1) so that the service manager restarts it; shorter stalls just wait
+        # (and the systemd watchdog sees the worker make no progress meanwhile).
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)

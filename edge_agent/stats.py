@@ -6,12 +6,17 @@ is written by two threads; readers take a consistent-enough copy with :meth:`Sta
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+
+#: Upper bounds (seconds) of the per-reading processing-time histogram.
+LATENCY_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3, 50e-3)
 
 
 @dataclass
@@ -28,6 +33,14 @@ class Stats:
     admission: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Record one reading's processing time (worker thread)."""
+        self.step_seconds.append(seconds)
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
     def latency_percentiles(self) -> dict[str, float]:
         """Per-reading processing time (parse excluded), in microseconds."""

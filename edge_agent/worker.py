@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 import numpy as np
 
 from .detector import Alert, Detector
+from .homeassistant import Discovery
 from .payloads import Topics, alert_payload, encode
 from .snapshots import Restored, encode_stream
 from .stats import Stats
@@ -56,7 +57,9 @@ class Output(Protocol):
 class Worker:
     def __init__(self, detector: Detector, take: Callable[[int, float], list[Item]],
                  output: Output, topics: Topics, stats: Stats, *, agent_id: str,
-                 max_streams: int, publish_scores: bool, idle_wake_s: float = 0.5) -> None:
+                 max_streams: int, publish_scores: bool, score_interval_s: float = 0.0,
+                 expiry_s: float | None = None, discovery: Discovery | None = None,
+                 remove_expired_entities: bool = True, idle_wake_s: float = 0.5) -> None:
         self.detector = detector
         self._take = take
         self.output = output
@@ -65,13 +68,21 @@ class Worker:
         self.agent_id = agent_id
         self.max_streams = max_streams
         self.publish_scores = publish_scores
+        self.score_interval_s = score_interval_s
+        self.expiry_s = expiry_s
+        self.discovery = discovery
+        self.remove_expired_entities = remove_expired_entities
         self.idle_wake_s = idle_wake_s
         self.streams: dict[str, StreamState] = {}
+        self.last_seen: dict[str, float] = {}
+        self.last_score: dict[str, float] = {}
+        self._next_expiry_check = time.monotonic()
         self.routes: dict[str, tuple[str, dict[str, str]]] = {}
         self.statuses: dict[str, str] = {}
         self.heartbeat = time.monotonic()
         self._snapshot_wanted = threading.Event()
-        self.snapshots: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1)
+        self.snapshots: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=1)
+        self._swap: tuple[Detector, bool, threading.Event] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         manifest = detector.bundle.manifest
@@ -102,13 +113,72 @@ class Worker:
                     self.handle(item)
             elif self._stop.is_set():
                 return
+            if self._swap is not None:
+                self._apply_swap()
+            if self.expiry_s is not None and time.monotonic() >= self._next_expiry_check:
+                self._next_expiry_check = time.monotonic() + min(self.expiry_s / 4, 60.0)
+                self.expire(time.perf_counter() - self.expiry_s)
             if self._snapshot_wanted.is_set():
                 self._snapshot_wanted.clear()
                 try:
-                    self.snapshots.put_nowait(self.encode_streams())
+                    self.snapshots.put_nowait((self.detector.bundle.sha256,
+                                               self.encode_streams()))
                 except queue.Full:
                     pass  # the previous one is still being written
             self.heartbeat = time.monotonic()
+
+    # -- stream life cycle --------------------------------------------------------------------
+    def announce(self, stream_id: str) -> None:
+        """Publish the stream's Home Assistant discovery configs (retained), if enabled."""
+        if self.discovery is not None:
+            for topic, config in self.discovery.configs(stream_id):
+                self.output.publish(topic, encode(config), 1, True)
+
+    def expire(self, older_than: float) -> list[str]:
+        """Forget streams not seen since ``older_than`` (a ``perf_counter`` time): their state,
+        retained status and Home Assistant entities go."""
+        gone = [sid for sid, seen in self.last_seen.items() if seen < older_than]
+        for stream_id in gone:
+            state = self.streams.pop(stream_id)
+            ended = self.detector.reset(state)
+            if ended is not None:
+                self.publish_alert(ended)
+            for table in (self.routes, self.statuses, self.last_seen, self.last_score):
+                table.pop(stream_id, None)
+            self.output.publish(self.topics.status(stream_id), b"", 1, True)
+            if self.discovery is not None and self.remove_expired_entities:
+                for topic in self.discovery.config_topics(stream_id):
+                    self.output.publish(topic, b"", 1, True)
+            log.info("stream %s expired: silent for more than %g s", stream_id, self.expiry_s)
+        return gone
+
+    # -- model reload -----------------------------------------------------------------------
+    def swap(self, detector: Detector, keep_state: bool, timeout: float = 30.0) -> bool:
+        """Replace the model between two batches; returns once done (or on timeout).
+
+        With ``keep_state`` every stream carries on; otherwise every stream starts over with
+        the new model (an open episode ends first, with reason ``reset``)."""
+        done = threading.Event()
+        self._swap = (detector, keep_state, done)
+        if not self.alive:
+            self._apply_swap()
+        return done.wait(timeout)
+
+    def _apply_swap(self) -> None:
+        assert self._swap is not None
+        detector, keep_state, done = self._swap
+        self._swap = None
+        old = self.detector
+        if not keep_state:
+            for stream_id, state in list(self.streams.items()):
+                ended = old.reset(state)
+                if ended is not None:
+                    self.publish_alert(ended)
+                self.streams[stream_id] = detector.new_stream(stream_id)
+        self.detector = detector
+        manifest = detector.bundle.manifest
+        self._model_name, self._model_sha = manifest.name, manifest.model.sha256
+        done.set()
 
     # -- state across restarts ---------------------------------------------------------------
     def request_snapshot(self) -> None:
@@ -141,10 +211,12 @@ class Worker:
                 return
             state = self.streams[stream_id] = self.detector.new_stream(stream_id)
             self.routes[stream_id] = (item.topic, item.fields)
+            self.announce(stream_id)
+        self.last_seen[stream_id] = started
         own_ts = item.ts is not None
         outcome = self.detector.process(state, item.values, item.ts if own_ts else item.arrival,
                                         own_ts)
-        self.stats.step_seconds.append(time.perf_counter() - started)
+        self.stats.observe(time.perf_counter() - started)
         if outcome.admission is not Admission.ACCEPT:
             self.stats.admission[outcome.admission.value] += 1
         for alert in outcome.alerts:
@@ -153,9 +225,12 @@ class Worker:
             self.statuses[stream_id] = outcome.status
             self.output.publish(self.topics.status(stream_id), outcome.status.encode(), 1, True)
         if self.publish_scores and outcome.score is not None:
-            self.output.publish(self.topics.score(stream_id), encode(
-                {"ts": round(item.ts if own_ts else item.arrival, 3),
-                 "score": round(outcome.score, 4), "status": outcome.status}), 0, False)
+            at = item.ts if own_ts else item.arrival
+            if at - self.last_score.get(stream_id, -1e18) >= self.score_interval_s:
+                self.last_score[stream_id] = at
+                self.output.publish(self.topics.score(stream_id), encode(
+                    {"ts": round(at, 3), "score": round(outcome.score, 4),
+                     "status": outcome.status}), 0, False)
         self.stats.processed += 1
         self.output.ack(item.mid, item.qos)
 

@@ -205,10 +205,12 @@ def test_bad_or_foreign_snapshots_are_reported_and_ignored(broker: Mosquitto,
 
 def test_a_burst_drops_by_policy_counts_per_stream_and_recovers(broker: Mosquitto,
                                                                 tmp_path: Path) -> None:
-    config = agent_config(tmp_path / "agent.yaml", broker, queue={"max_size": 200},
+    """A burst far beyond what the worker can take: the agent is frozen (SIGSTOP) for two
+    seconds while 30,000 readings arrive, then everything floods in at once."""
+    config = agent_config(tmp_path / "agent.yaml", broker, queue={"max_size": 20},
                           input={"topics": ["robots/{robot}/joints/{joint}/telemetry"],
                                  "qos": 0},
-                          broker={"host": broker.host, "port": broker.port, "keepalive_s": 5})
+                          broker={"host": broker.host, "port": broker.port, "keepalive_s": 10})
     recorder = Recorder(broker)
     agent = AgentProcess(config)
     try:
@@ -220,9 +222,15 @@ def test_a_burst_drops_by_policy_counts_per_stream_and_recovers(broker: Mosquitt
             values, stamps = stream(100 + robot, None, 1500)
             burst += messages(f"b{robot}", values, stamps, range(1500))
         order = np.random.default_rng(0).permutation(len(burst))
-        for i in order:  # 30,000 readings as fast as one client can send them, QoS 0
+        os.kill(agent.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        for i in order:  # 30,000 readings, QoS 0, while the agent cannot read
             publisher.send(*burst[i], qos=0)
-        time.sleep(8)  # > keepalive: the link must survive the burst
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
+        frozen = time.monotonic() - started
+        os.kill(agent.pid, signal.SIGCONT)
+        assert frozen < 6, "the freeze itself must stay well inside the keepalive (10 s)"
+        time.sleep(12)  # longer than the keepalive: the link must survive the flood
         values, stamps = stream(7, Fault("bearing", 60, 40), 1500)
         publisher.send_all(messages("calm", values, stamps, range(1500)))
         wait_until(lambda: bool(recorder.alerts("edge-anomaly/alerts/calm/")), 60,
@@ -230,13 +238,15 @@ def test_a_burst_drops_by_policy_counts_per_stream_and_recovers(broker: Mosquitt
         rss_after = _rss_kb(agent.pid)
         publisher.close()
     finally:
+        os.kill(agent.pid, signal.SIGCONT)
         assert agent.stop() == 0, agent.log()
     wait_offline(recorder)
     stats = last_stats(recorder)  # the final one, published after the queue was drained
     print(f"burst: {stats['received']} received, {stats['processed']} processed, "
-          f"{stats['dropped']} dropped over {len(stats['dropped_by_stream'])} streams; RSS "
-          f"{rss_before} -> {rss_after} kB")
-    assert stats["dropped"] > 0 and len(stats["dropped_by_stream"]) > 1
+          f"{stats['dropped']} dropped over {len(stats['dropped_by_stream'])} streams; "
+          f"reconnects {stats['reconnects']}; RSS {rss_before} -> {rss_after} kB")
+    assert stats["dropped"] > 1000
+    assert len([s for s in stats["dropped_by_stream"] if s.startswith("b")]) > 10
     assert stats["received"] == stats["processed"] + stats["dropped"] + stats["deferred"]
     assert stats["reconnects"] == 0 and "disconnected from broker" not in agent.log()
     assert rss_after - rss_before < 60_000, (rss_before, rss_after)

@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.bundle import (MANIFEST_NAME, SCHEMA_VERSION, Architecture, Manifest, ModelFile,
-                               Normalisation, Scoring, write_manifest)
+                               Normalisation, Scoring, derive_state_key, write_manifest)
 
 from .quantize import Exported, describe
 
@@ -57,7 +57,8 @@ def manifest(*, name: str, features: list[str], sample_period_s: float | None,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         trainer_version=__version__, features=features, sample_period_s=sample_period_s,
         normalisation=normalisation, architecture=architecture, model=model,
-        float_model=float_model, scoring=scoring, training=training, parity=parity)
+        float_model=float_model, scoring=scoring, training=training, parity=parity,
+        state_key=derive_state_key(model, normalisation))
 
 
 def finish(folder: Path, content: Manifest, keep_float: bool) -> Path:
