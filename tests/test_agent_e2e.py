@@ -141,6 +141,8 @@ def test_warm_up_and_gap_reset(broker: Mosquitto, tmp_path: Path) -> None:
                             (topic, reading_payload(stamps[-5], values[-5], FEATURES))])
         wait_until(lambda: len(recorder.on("edge-anomaly/streams/r9/j1/status")) >= 4, 30,
                    "status changes")
+        wait_until(lambda: [m.json()["processed"] for m in recorder.on(
+            "edge-anomaly/agents/test-agent/stats")][-1:] == [802], 30, "all 802 readings")
         publisher.close()
     finally:
         assert agent.stop() == 0, agent.log()

@@ -105,7 +105,7 @@ def test_injected_faults_score_above_threshold_and_normal_readings_below(tiny_bu
             if outcome.status == "warming_up":
                 continue
             end = (fault.start_s + fault.duration_s) if fault else 0
-            if fault and end <= t < end + 60:
+            if fault and end <= t < end + 90:
                 continue  # the level part's memory: recovery tails are neither
             flagged.append(outcome.score >= enter)
             labels.append(bool(sim.labels[i]))
