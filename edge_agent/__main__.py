@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .errors import EdgeError
+from .errors import EdgeError, run_cli
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -140,13 +140,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except EdgeError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_cli("edge-agent", lambda: args.func(args), error_exit=1)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,19 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+def stop_child(process: "subprocess.Popen[bytes]", timeout: float = 10.0,
+               sig: int = signal.SIGTERM) -> int:
+    """Stop a child process by its pid: ``sig`` first, SIGKILL if it does not exit in time."""
+    if process.poll() is None:
+        os.kill(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    return int(process.returncode)
+
+
 class Mosquitto:
     """A mosquitto child process on ``127.0.0.1:port`` with its own config and data folder.
 
@@ -100,13 +113,7 @@ class Mosquitto:
         process = self.process
         if process is None:
             return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_child(process, sig=signal.SIGKILL if kill else signal.SIGTERM)
         if process.stderr is not None:
             process.stderr.close()
         self.process = None

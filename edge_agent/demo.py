@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .broker import Mosquitto, find_mosquitto, free_port, wait_for_port
+from .broker import Mosquitto, find_mosquitto, free_port, stop_child, wait_for_port
 from .replay import Feed, Progress, play, simulated
 from .simulator import FEATURES, Fault, simulate, training_joint
 
@@ -246,24 +245,13 @@ class Demo:
     def shutdown(self) -> None:
         """Stop the agent (SIGTERM, clean) and the broker, by pid."""
         agent = self.children.pop("agent", None)
-        if isinstance(agent, subprocess.Popen) and agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait(5)
+        if isinstance(agent, subprocess.Popen):
+            stop_child(agent, timeout=20)
         broker = self.children.pop("broker", None)
         if isinstance(broker, Mosquitto):
             broker.close()
         elif isinstance(broker, subprocess.Popen):
-            if broker.poll() is None:
-                broker.send_signal(signal.SIGTERM)
-                try:
-                    broker.wait(10)
-                except subprocess.TimeoutExpired:
-                    broker.kill()
-                    broker.wait(5)
+            stop_child(broker)
             if broker.stderr is not None:
                 broker.stderr.close()
 

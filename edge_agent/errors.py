@@ -7,6 +7,8 @@ non-zero instead of showing a traceback.
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 class EdgeError(Exception):
     """Base class of the errors users can cause and fix."""
@@ -47,3 +49,17 @@ class ConfigError(EdgeError):
 
 class BundleError(EdgeError):
     """A model bundle that is missing, truncated, tampered with or incompatible."""
+
+
+def run_cli(prog: str, func: "Callable[[], int]", error_exit: int) -> int:
+    """Run a command-line action: user-fixable errors print one clear line (no traceback)."""
+    import sys
+
+    try:
+        return int(func())
+    except EdgeError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return error_exit
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
