@@ -93,8 +93,10 @@ def test_records_are_deterministic(records: tuple[dict, dict]) -> None:
     for key in pp.COMPARED + ("digest", "self_check"):
         assert first[key] == second[key], key
     summary = pp.compare(first, second)
-    assert summary["ok"] and summary["forecasts_identical"] and summary["detector_identical"]
-    assert summary["alerts_matched"] == len(first["alerts"])
+    assert summary["ok"] and summary["bit_identical"] and summary["scores_identical"]
+    assert summary["forecasts_identical"] and summary["detector_identical"]
+    assert summary["alert_decisions_matched"] == summary["alerts_bit_identical"] == len(
+        first["alerts"])
     assert summary["forecast_max_abs_diff"] == 0.0
     assert "bit-identical     yes" in pp.format_summary(summary)
 
@@ -114,7 +116,7 @@ def test_compare_catches_one_flipped_bit(records: tuple[dict, dict]) -> None:
     moved["alerts"][0]["index"] += 1
     moved["digest"] = pp.digest(moved)
     summary = pp.compare(native, moved)
-    assert not summary["ok"] and summary["alerts_matched"] < len(native["alerts"])
+    assert not summary["ok"] and summary["alert_decisions_matched"] < len(native["alerts"])
 
     stale = copy.deepcopy(native)
     stale["detector"][500]["status"] = "anomalous"  # edited without updating the digest
@@ -140,3 +142,25 @@ def test_command_line(recording: Path, records: tuple[dict, dict], tmp_path: Pat
                             capture_output=True, text=True, timeout=60)
     assert differ.returncode == 1 and "bit-identical     NO" in differ.stdout
     assert json.loads((tmp_path / "s.json").read_text())["forecast_rows_differing"] == 1
+
+
+def _with_score(record: dict, row: int, delta_bits: int) -> dict:
+    changed = copy.deepcopy(record)
+    bits = int(changed["detector"][row]["score"], 16) + delta_bits
+    changed["detector"][row]["score"] = f"{bits:016x}"
+    changed["digest"] = pp.digest(changed)
+    return changed
+
+
+def test_score_rounding_is_reported_and_tolerated_unless_strict(records: tuple[dict, dict]
+                                                                ) -> None:
+    native = records[0]
+    row = next(i for i, r in enumerate(native["detector"]) if r["score"] is not None)
+    last_bit = _with_score(native, row, 1)
+    summary = pp.compare(native, last_bit)
+    assert summary["ok"] and not summary["bit_identical"]
+    assert summary["score_rows_differing"] == 1 and summary["score_max_ulp"] == 1
+    assert "strict would fail" in pp.format_summary(summary)
+    assert not pp.compare(native, last_bit, strict=True)["ok"]
+    far = _with_score(native, row, 1 << 40)  # a real divergence, not rounding
+    assert not pp.compare(native, far)["ok"]
