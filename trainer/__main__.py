@@ -1,4 +1,4 @@
-"""``edge-trainer``: train, inspect and simulate (see ``edge-trainer --help``)."""
+"""``edge-trainer``: train, inspect, simulate, evaluate, benchmark (``edge-trainer --help``)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,42 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import run
+
+    run(args.bundle, args.data, out=args.out, label_column=args.label_column,
+        use_float=args.float, agent_config=args.agent_config, scored_from=args.scored_from,
+        plots=not args.no_plots, log=_log(args))
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import json
+
+    from . import benchmarks
+
+    common = dict(out=args.out, agent_config=args.agent_config, epochs=args.epochs,
+                  plots=not args.no_plots, log=_log(args))
+    if args.suite == "skab":
+        result = benchmarks.run_skab(args.data_dir, config=args.config or benchmarks.SKAB_CONFIG,
+                                     train_on=args.train, subsets=args.subset,
+                                     bundle=args.bundle, **common)
+    else:
+        if not args.labels:
+            raise EdgeError("benchmark nab needs --labels (NAB's combined_windows.json)")
+        result = benchmarks.run_nab(args.data_dir, args.labels,
+                                    config=args.config or benchmarks.NAB_CONFIG,
+                                    model=args.model, reuse=args.bundles, jobs=args.jobs,
+                                    **common)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "files_detail"}, indent=1))
+    return 0
+
+
+def _log(args: argparse.Namespace):
+    return (lambda line: print(line, file=sys.stderr)) if getattr(args, "json", False) else print
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-trainer", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -67,6 +103,44 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--period", type=float, default=0.1, help="seconds between readings")
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=_simulate)
+    e = sub.add_parser("evaluate", help="stream labelled CSVs through the agent's detector "
+                       "and report precision/recall/F1/FAR/MAR, delays and plots")
+    e.add_argument("bundle")
+    e.add_argument("--data", action="append", required=True,
+                   help="labelled CSV file, folder or glob (repeatable)")
+    e.add_argument("--out", help="folder for summary.md, summary.json and one PNG per file")
+    e.add_argument("--label-column", default="anomaly", help="0/1 label column (default anomaly)")
+    e.add_argument("--float", action="store_true", help="also evaluate the float32 model")
+    e.add_argument("--agent-config", help="edge-agent YAML whose detection/alerts settings to "
+                   "use (default: the agent's defaults)")
+    e.add_argument("--scored-from", type=int, default=0, help="score rows from this one on "
+                   "(earlier rows are streamed: baseline, warm-up)")
+    e.add_argument("--no-plots", action="store_true")
+    e.set_defaults(func=_evaluate)
+    b = sub.add_parser("benchmark", help="run SKAB's or NAB's protocol: train, evaluate int8 "
+                       "and float, compare with published results")
+    b.add_argument("suite", choices=["skab", "nab"])
+    b.add_argument("--data-dir", required=True, help="the benchmark's data folder")
+    b.add_argument("--labels", help="nab: combined_windows.json")
+    b.add_argument("--out", default="runs/benchmark", help="results folder")
+    b.add_argument("--config", help="trainer YAML (default configs/skab.yaml, configs/nab.yaml)")
+    b.add_argument("--agent-config", help="edge-agent YAML whose detection/alerts settings to "
+                   "use (default: the benchmark's)")
+    b.add_argument("--epochs", type=int, help="replaces model.epochs")
+    b.add_argument("--train", default="first-rows", choices=["first-rows", "anomaly-free",
+                                                               "both"],
+                   help="skab: what to train on (default: each experiment's first 400 rows)")
+    b.add_argument("--subset", action="append", help="skab: only these folders (valve1, ...)")
+    b.add_argument("--bundle", help="skab: evaluate this bundle instead of training one")
+    b.add_argument("--model", default="per-file", choices=["per-file", "generic"],
+                   help="nab: one model per file (default) or one for all")
+    b.add_argument("--bundles", help="nab: reuse the bundles of an earlier run "
+                   "(<its --out>/bundles) instead of training")
+    b.add_argument("--jobs", type=int, default=2, help="nab: training processes")
+    b.add_argument("--json", action="store_true", help="print the summary as JSON on stdout "
+                   "(progress goes to stderr)")
+    b.add_argument("--no-plots", action="store_true")
+    b.set_defaults(func=_benchmark)
     return p
 
 
