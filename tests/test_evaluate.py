@@ -82,9 +82,10 @@ def test_evaluate_command_reports_metrics_delays_and_plots(
     assert totals["tp"] + totals["fp"] + totals["tn"] + totals["fn"] == 3 * 1600
     assert 0.3 < totals["precision"] <= 1 and 0.3 < totals["recall"] <= 1
     assert summary["totals"]["int8"]["delays"]["detected"] >= 1
-    # Every false-alarm row is either in a false episode or an episode's overhang.
+    # Every false-alarm row is in a false episode, or before or after a caught anomaly.
     t = summary["totals"]["int8"]
-    assert t["fp_rows_false_episodes"] + t["fp_rows_overhang"] == totals["fp"]
+    assert t["fp_rows_false_episodes"] + t["fp_rows_lead"] + t["fp_rows_tail"] == totals["fp"]
+    assert t["fp_rows_tail"] > 0  # the level part remembers a fault for a while
 
 
 def test_rows_before_scored_from_are_streamed_but_not_scored(labelled_dir: Path) -> None:
@@ -372,9 +373,9 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
         assert -1000 < standard["normalised"] <= 100
     # An 8-sigma level shift is caught.
     assert totals["int8"]["standard"]["tp"] >= 1
-    # Counting updates too can only add false positives, never true positives.
+    # Counting updates too adds detections, never removes one.
     with_updates = result["totals"]["start+update"]["int8"]["standard"]
-    assert with_updates["tp"] == totals["int8"]["standard"]["tp"]
+    assert with_updates["tp"] >= totals["int8"]["standard"]["tp"]
     assert with_updates["fp"] >= totals["int8"]["standard"]["fp"]
 
     # Re-running on the trained bundles skips training and gives the same figures.

@@ -60,7 +60,8 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     from . import benchmarks
 
-    common = dict(out=args.out, agent_config=args.agent_config, epochs=args.epochs,
+    common = dict(out=args.out or f"runs/{args.suite}", agent_config=args.agent_config,
+                  epochs=args.epochs,
                   plots=not args.no_plots, log=_log(args))
     if args.suite == "skab":
         result = benchmarks.run_skab(args.data_dir, config=args.config or benchmarks.SKAB_CONFIG,
@@ -122,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("suite", choices=["skab", "nab"])
     b.add_argument("--data-dir", required=True, help="the benchmark's data folder")
     b.add_argument("--labels", help="nab: combined_windows.json")
-    b.add_argument("--out", default="runs/benchmark", help="results folder")
+    b.add_argument("--out", help="results folder (default runs/<suite>)")
     b.add_argument("--config", help="trainer YAML (default configs/skab.yaml, configs/nab.yaml)")
     b.add_argument("--agent-config", help="edge-agent YAML whose detection/alerts settings to "
                    "use (default: the benchmark's)")

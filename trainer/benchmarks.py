@@ -16,8 +16,10 @@ rows: :func:`trainer.nab.probation_rows`) is probationary — for learning only,
 Training uses exactly those rows: per file by default (a tiny model learns from that file's
 probationary part and nothing else, as NAB's online detectors do), or ``--model generic``
 (one model on all files' probationary parts). A detection is a row where a ``start`` alert
-fires — what pages an operator; ``update``s belong to the same alert and could only add false
-positives outside windows (the ``start+update`` variant is reported for comparison). Scored by
+fires — what pages an operator. ``update``s belong to an alert already raised: counted too (the
+``start+update`` variant, reported for comparison) they add a false positive for every new
+peak outside a window, and a true positive where an episode opened *before* a window peaks
+again inside it (an alarm that was already on is no fresh detection). Scored by
 :mod:`trainer.nab` under all three profiles, normalised.
 """
 

@@ -17,7 +17,9 @@ Per file and model (int8, and the float32 export for comparison) it reports poin
 precision, recall, F1, false alarm rate (FAR) and missed alarm rate (MAR); for each labelled
 anomaly segment the delay of the first alarm in it; and where false-alarm rows come from:
 episodes that never touch a labelled row ("false episodes") or the lead and tail of episodes
-that do ("overhang"). Pooled figures add the confusion counts of all files first.
+that do, before the labelled anomaly ("lead": a precursor, or an episode that was already open
+when the fault began) or after it ("tail": the alarm outlived the fault). Pooled figures add
+the confusion counts of all files first.
 """
 
 from __future__ import annotations
@@ -205,14 +207,19 @@ class ModelResult:
     episodes: list[Episode]
     false_episodes: int  # episodes (starting in the scored part) touching no labelled row
     fp_false_episode_rows: int  # false-alarm rows inside those
-    fp_overhang_rows: int  # false-alarm rows of episodes that do touch a labelled row
+    fp_lead_rows: int  # false-alarm rows of episodes that touch a labelled row: before it ...
+    fp_tail_rows: int  # ... and after it (the alarm outlived the labelled anomaly)
+
+    @property
+    def fp_overhang_rows(self) -> int:
+        return self.fp_lead_rows + self.fp_tail_rows
 
 
 def score_trace(stream: LabelledStream, trace: Trace, enter: float) -> ModelResult:
     first = stream.scored_from
     eps = episodes(trace, len(stream))
     if stream.labels is None:
-        return ModelResult(trace.model, None, None, [], eps, 0, 0, 0)
+        return ModelResult(trace.model, None, None, [], eps, 0, 0, 0, 0)
     labels = stream.labels[first:]
     alarm = trace.alarm[first:]
     flagged = np.nan_to_num(trace.scores[first:], nan=-math.inf) >= enter
@@ -221,19 +228,21 @@ def score_trace(stream: LabelledStream, trace: Trace, enter: float) -> ModelResu
                              None if d.detected_at is None else d.detected_at + first,
                              d.delay_rows, d.delay_seconds) for d in delays]
     truth = stream.labels.astype(bool)
-    false_eps = fp_false = fp_over = 0
+    false_eps = fp_false = fp_lead = fp_tail = 0
     for ep in eps:
         lo, hi = max(ep.start_row, first), ep.end_row
         if hi <= lo:
             continue
-        normal_rows = int(np.count_nonzero(~truth[lo:hi]))
-        if truth[ep.start_row:ep.end_row].any():
-            fp_over += normal_rows
+        hits = np.flatnonzero(truth[ep.start_row:ep.end_row])
+        if hits.size:
+            first_true = ep.start_row + int(hits[0])
+            fp_lead += int(np.count_nonzero(~truth[lo:max(lo, first_true)]))
+            fp_tail += int(np.count_nonzero(~truth[max(lo, first_true):hi]))
         else:
-            fp_false += normal_rows
+            fp_false += int(np.count_nonzero(~truth[lo:hi]))
             false_eps += ep.start_row >= first
     return ModelResult(trace.model, point_metrics(alarm, labels), point_metrics(flagged, labels),
-                       delays, eps, false_eps, fp_false, fp_over)
+                       delays, eps, false_eps, fp_false, fp_lead, fp_tail)
 
 
 @dataclass
@@ -346,7 +355,8 @@ def _model_json(result: ModelResult, stream: LabelledStream) -> dict[str, Any]:
                       "started_at": float(stamps[e.start_row])} for e in result.episodes],
         "false_episodes": result.false_episodes,
         "fp_rows_false_episodes": result.fp_false_episode_rows,
-        "fp_rows_overhang": result.fp_overhang_rows,
+        "fp_rows_lead": result.fp_lead_rows,
+        "fp_rows_tail": result.fp_tail_rows,
     }
 
 
@@ -362,7 +372,8 @@ def summary_json(ev: Evaluation) -> dict[str, Any]:
             "false_episodes": sum(f.results[kind].false_episodes for f in ev.files),
             "fp_rows_false_episodes": sum(f.results[kind].fp_false_episode_rows
                                           for f in ev.files),
-            "fp_rows_overhang": sum(f.results[kind].fp_overhang_rows for f in ev.files),
+            "fp_rows_lead": sum(f.results[kind].fp_lead_rows for f in ev.files),
+            "fp_rows_tail": sum(f.results[kind].fp_tail_rows for f in ev.files),
         }
     return {
         "bundle": {"name": m.name, "sha256": ev.bundle.sha256, "features": list(m.features)},
@@ -398,24 +409,27 @@ def summary_markdown(ev: Evaluation, title: str = "Evaluation") -> str:
               "`anomalous`). `score`: the smoothed score is at or above the enter threshold."),
              "", "## Pooled over all files", "",
              ("| model | prediction | precision | recall | F1 | FAR | MAR | segments caught | "
-              "median delay | episodes | false episodes | FP rows: false episodes / overhang |"),
+              "median delay | episodes | false episodes | FP rows: false episodes / lead / tail |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind in ev.models:
         d = delay_summary(ev.delays(kind))
         episodes_n = sum(len(f.results[kind].episodes) for f in ev.files)
         false_n = sum(f.results[kind].false_episodes for f in ev.files)
         fp_f = sum(f.results[kind].fp_false_episode_rows for f in ev.files)
-        fp_o = sum(f.results[kind].fp_overhang_rows for f in ev.files)
+        fp_l = sum(f.results[kind].fp_lead_rows for f in ev.files)
+        fp_t = sum(f.results[kind].fp_tail_rows for f in ev.files)
         for pred in ("alarm", "score"):
             p = ev.pooled(kind, pred)
             if p is None:
                 continue
             tail = (f"{d['detected']}/{d['segments']} | {_fmt_s(d['median_delay_s'])} | "
-                    f"{episodes_n} | {false_n} | {fp_f} / {fp_o} |" if pred == "alarm"
+                    f"{episodes_n} | {false_n} | {fp_f} / {fp_l} / {fp_t} |" if pred == "alarm"
                     else "| | | | |")
             lines.append(f"| {kind} | {pred} | {p.precision:.3f} | {p.recall:.3f} | "
                          f"{p.f1:.3f} | {_pct(p.far)} | {_pct(p.mar)} | " + tail)
     lines += ["", "## Per file (alarm = episode open)", "",
+              "Delay: from the labelled segment's first row to the first alarm in it; "
+              "\"open before\": an episode that started before the segment was still open.", "",
               "| file | scored rows | anomalous rows | "
               + " | ".join(f"{k} F1 | {k} FAR | {k} MAR | {k} delay" for k in ev.models)
               + " | episodes (false) |",
@@ -431,8 +445,8 @@ def summary_markdown(ev: Evaluation, title: str = "Evaluation") -> str:
             if r.alarm is None:
                 cells.append("n/a | n/a | n/a | n/a")
                 continue
-            delays = ", ".join(_fmt_s(d.delay_seconds) if d.detected else "missed"
-                               for d in r.delays) or "-"
+            alarm = f.traces[kind].alarm
+            delays = ", ".join(_fmt_delay(d, alarm) for d in r.delays) or "-"
             cells.append(f"{r.alarm.f1:.3f} | {_pct(r.alarm.far)} | {_pct(r.alarm.mar)} | "
                          f"{delays}")
         lines.append(f"| {f.stream.name} | {len(f.stream) - f.stream.scored_from} | "
@@ -440,6 +454,15 @@ def summary_markdown(ev: Evaluation, title: str = "Evaluation") -> str:
                      + f" | {len(r0.episodes)} ({r0.false_episodes}) |")
     lines += ["", f"Evaluated {len(ev.files)} file(s) in {ev.seconds:.1f} s.", ""]
     return "\n".join(lines)
+
+
+def _fmt_delay(d: DetectionDelay, alarm: np.ndarray) -> str:
+    """A segment's delay; "open before" when an episode begun before it was still open."""
+    if not d.detected:
+        return "missed"
+    if d.delay_rows == 0 and d.start > 0 and alarm[d.start - 1]:
+        return "open before"
+    return _fmt_s(d.delay_seconds)
 
 
 def _fmt_s(seconds: float | None) -> str:
