@@ -123,11 +123,17 @@ class LevelScoring(Strict):
     """The level part of the score: how far a stream's recent mean has moved from its baseline.
 
     ``alpha`` is the EWMA weight of the recent mean; ``scale`` the spread of that deviation per
-    feature on normal data (so about 1 is normal).
+    feature on normal data (so about 1 is normal). ``track_alpha`` > 0 lets each feature's
+    baseline follow slow drift (an EWMA with that weight) while that feature stays within
+    ``track_below`` of it; a feature that moved further is measured against where it was
+    before, so a fault does not become the new normal, and it scores low again as soon as the
+    feature returns — while its neighbours that only drift keep being followed.
     """
 
     alpha: float = Field(gt=0, le=1)
     scale: list[float]
+    track_alpha: float = Field(0.0, ge=0, le=1)
+    track_below: float = Field(3.0, gt=0)
 
 
 class Scoring(Strict):
@@ -141,9 +147,18 @@ class Scoring(Strict):
 
 
 class Architecture(Strict):
+    """The network: LSTM layer sizes, training window, and what the exported model outputs.
+
+    ``output: change``: the model outputs the forecast *change* of each normalised feature and
+    the agent adds the reading to it in float. A level that drifts out of the range the int8
+    input was calibrated on then only blurs the predicted change, not the forecast level, and
+    the int8 output spends its resolution on changes (small) rather than levels.
+    """
+
     layers: list[int]
     sequence_length: int
     horizon: int = 1
+    output: Literal["forecast", "change"] = "forecast"
 
 
 class Manifest(Strict):

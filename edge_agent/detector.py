@@ -105,6 +105,7 @@ class Detector:
         self.features = list(manifest.features)
         self.normaliser = Normaliser(manifest.normalisation)
         self.scorer = Scorer(manifest.scoring)
+        self.outputs_change = manifest.architecture.output == "change"
         self.enter = manifest.scoring.threshold.enter * settings.threshold_scale
         self.exit = manifest.scoring.threshold.exit * settings.threshold_scale
 
@@ -191,7 +192,8 @@ class Detector:
                                            scale.inverse(prediction), z, shift),)
         if state.warmup_left > 0:
             state.warmup_left -= 1
-        state.prediction = self.model.step(x, state.lstm)
+        forecast = self.model.step(x, state.lstm)
+        state.prediction = x + forecast if self.outputs_change else forecast
         if learning or state.warmup_left > 0 or prediction is None:
             status: Status = "warming_up"
         else:
@@ -202,12 +204,13 @@ class Detector:
                        z: np.ndarray, shift: np.ndarray | None) -> tuple[Contribution, ...]:
         """The top features, each judged by the larger of its two parts: against the forecast
         (a surprise) or against the stream's baseline (a level shift)."""
-        if shift is None or state.baseline is None:
+        baseline = state.score.baseline
+        if shift is None or baseline is None or state.scale is None:
             strength, expected, basis = np.abs(z), forecast, ["forecast"] * len(z)
         else:
             level = np.abs(shift) > np.abs(z)
             strength = np.where(level, np.abs(shift), np.abs(z))
-            expected = np.where(level, state.baseline.mean, forecast)
+            expected = np.where(level, state.scale.inverse(baseline), forecast)
             basis = ["baseline" if flag else "forecast" for flag in level]
         return tuple(Contribution(self.features[i], float(values[i]), float(expected[i]),
                                   float(strength[i]), basis[i])

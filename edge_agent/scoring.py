@@ -17,7 +17,10 @@ The score has two parts, each about 1 on normal data:
   readings, so a sustained fault would stop looking surprising. The level part remembers what
   normal looked like: the distance between the stream's recent mean (an EWMA of its
   normalised readings) and its baseline, per feature in units of ``level.scale``, combined as
-  ``sqrt(mean_f l_f²)``. It catches slow drifts away from normal (an overheating motor).
+  ``sqrt(mean_f l_f²)``. It catches sustained shifts away from normal (an overheating motor, a
+  closing valve). With ``level.track_alpha`` each feature's baseline follows slow drift
+  (temperatures wander over hours) as long as the feature stays within ``level.track_below``
+  of it, and holds still while the feature is further away.
 
 The score is the larger of the two.
 """
@@ -34,10 +37,12 @@ from .bundle import Scoring
 
 @dataclass
 class ScoreState:
-    """A stream's scoring memory: the smoothed surprise and its recent mean (``None`` = unset)."""
+    """A stream's scoring memory: the smoothed surprise, its recent mean and its (tracking)
+    baseline, all normalised (``None`` = unset)."""
 
     smoothed: float | None = None
     level: np.ndarray | None = None
+    baseline: np.ndarray | None = None
 
 
 class Scorer:
@@ -61,6 +66,8 @@ class Scorer:
         level = params.level
         self.has_level = level is not None
         self.level_alpha = level.alpha if level is not None else 0.0
+        self.track_alpha = level.track_alpha if level is not None else 0.0
+        self.track_below = level.track_below if level is not None else 0.0
         self.inv_level_scale = (1.0 / np.asarray(level.scale, dtype=np.float64)
                                 if level is not None else None)
 
@@ -80,14 +87,22 @@ class Scorer:
         return state.smoothed
 
     def level_shift(self, state: ScoreState, x: np.ndarray, anchor: np.ndarray) -> np.ndarray:
-        """Per-feature distance of the stream's recent mean from its baseline ``anchor``."""
-        assert self.inv_level_scale is not None
-        recent = state.level
+        """Per-feature distance of the stream's recent mean from its baseline (``anchor`` at
+        first; then, with ``track_alpha``, following each feature slowly while it is close)."""
+        inv_scale = self.inv_level_scale
+        assert inv_scale is not None
+        recent, baseline = state.level, state.baseline
         if recent is None:  # a (re)started stream's recent mean begins at its baseline
             recent = anchor
+        if baseline is None:
+            baseline = anchor
         recent = recent + self.level_alpha * (x - recent)
-        state.level = recent
-        return (recent - anchor) * self.inv_level_scale
+        shift = (recent - baseline) * inv_scale
+        if self.track_alpha > 0.0:
+            near = np.abs(shift) < self.track_below
+            baseline = baseline + np.where(near, self.track_alpha * (x - baseline), 0.0)
+        state.level, state.baseline = recent, baseline
+        return shift
 
     def top_features(self, contributions: np.ndarray, k: int | None = None) -> list[int]:
         """Indices of the features contributing most, largest first."""

@@ -74,7 +74,8 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
             "count": baseline.count, "mean": _array(baseline.mean), "m2": _array(baseline.m2)},
         "prediction": _array(state.prediction),
         "last_ts": state.last_ts,
-        "score": {"smoothed": state.score.smoothed, "level": _array(state.score.level)},
+        "score": {"smoothed": state.score.smoothed, "level": _array(state.score.level),
+                  "baseline": _array(state.score.baseline)},
         "episode": asdict(state.episode),
         "readings": state.readings,
         "resets": state.resets,
@@ -101,7 +102,8 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
             state.anchor = state.scale.forward(state.baseline.mean)
     state.prediction = _unarray(data["prediction"])
     state.last_ts = data["last_ts"]
-    state.score = ScoreState(data["score"]["smoothed"], _unarray(data["score"]["level"]))
+    state.score = ScoreState(data["score"]["smoothed"], _unarray(data["score"]["level"]),
+                             _unarray(data["score"].get("baseline")))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

@@ -44,7 +44,7 @@ import numpy as np
 FORMAT = "edge-anomaly-pi-parity/1"
 ROOT = Path(__file__).resolve().parent.parent
 #: Keys of a record that must be identical on every machine (``digest`` covers them).
-COMPARED = ("input", "bundle", "forecasts", "detector", "alerts")
+COMPARED = ("input", "bundle", "outputs", "forecasts", "detector", "alerts")
 #: The default recording: 360 s at 10 Hz of one simulated joint with three faults.
 DEFAULT_READINGS = 3600
 DEFAULT_SEED = 5
@@ -76,6 +76,11 @@ def f32_hex(values: np.ndarray) -> list[str]:
     """
     bits = np.ascontiguousarray(values, dtype="<f4").reshape(-1).view("<u4")
     return [f"{int(b):08x}" for b in bits]
+
+
+def f64_hexes(values: np.ndarray) -> list[str]:
+    """float64 values as their IEEE-754 bit patterns (16 hex digits each)."""
+    return [f64_hex(float(v)) for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
 def f64_hex(value: float) -> str:
@@ -150,11 +155,13 @@ def run(csv_path: Path, bundle_path: Path | None = None, runtime_pref: str | Non
         raise SystemExit(f"{csv_path}: the recording has no timestamps")
     values, stamps = recording.values, recording.timestamps
 
-    # 1. The int8 model alone: raw forecasts over the normalised inputs.
+    # 1. The int8 model alone: raw outputs over the normalised inputs (a model that outputs
+    #    the change is completed with the reading in float, as the detector does).
     model = StatefulModel(bundle.model_path, manifest.model, runtime)
     normaliser = Normaliser(manifest.normalisation)
-    xs = normaliser.global_scale.forward(values).astype(np.float32)
-    forecasts = model.run(xs)
+    xs = normaliser.global_scale.forward(values)
+    outputs = model.run(xs)
+    forecasts = outputs + xs if manifest.architecture.output == "change" else outputs
 
     # 2. The detector's whole decision path over the same readings.
     detector = Detector(bundle, model, DetectorSettings())
@@ -172,7 +179,7 @@ def run(csv_path: Path, bundle_path: Path | None = None, runtime_pref: str | Non
             "score": None if outcome.score is None else f64_hex(outcome.score),
             "expected": (None if outcome.expected is None
                          else [f64_hex(v) for v in outcome.expected]),
-            "next": None if prediction is None else f32_hex(prediction),
+            "next": None if prediction is None else f64_hexes(prediction),
         })
         for alert in outcome.alerts:
             alerts.append({
@@ -205,7 +212,8 @@ def run(csv_path: Path, bundle_path: Path | None = None, runtime_pref: str | Non
         "input": {"file": csv_path.name, "sha256": sha256_file(csv_path),
                   "readings": int(len(values)), "features": list(recording.features)},
         "bundle": {"name": manifest.name, "sha256": bundle.sha256},
-        "forecasts": [f32_hex(row) for row in forecasts],
+        "outputs": [f32_hex(row) for row in outputs],
+        "forecasts": [f64_hexes(row) for row in forecasts],
         "detector": det_rows,
         "alerts": alerts,
         "latency_us": {"model_step": _percentiles(step_ns),
@@ -268,7 +276,7 @@ def compare(native: dict[str, Any], emulated: dict[str, Any], *, strict: bool = 
         if rec.get("format") != FORMAT:
             raise SystemExit(f"{name} record has format {rec.get('format')!r}, "
                              f"expected {FORMAT!r}")
-    fa, fb = native["forecasts"], emulated["forecasts"]
+    fa, fb = native["outputs"], emulated["outputs"]  # the int8 model's own float32 outputs
     da, db = native["detector"], emulated["detector"]
     fc_diff = sum(1 for x, y in zip(fa, fb) if x != y) + abs(len(fa) - len(fb))
     strip = lambda row: {k: v for k, v in row.items() if k != "score"}  # noqa: E731

@@ -63,8 +63,10 @@ def test_record_format(records: tuple[dict, dict], recording: Path) -> None:
     n_features = len(rec["input"]["features"])
     assert len(rec["forecasts"]) == READINGS
     hex8, hex16 = re.compile(r"^[0-9a-f]{8}$"), re.compile(r"^[0-9a-f]{16}$")
-    for row in rec["forecasts"]:
+    for row in rec["outputs"]:  # the int8 model's raw float32 outputs
         assert len(row) == n_features and all(hex8.match(h) for h in row)
+    for row in rec["forecasts"]:  # completed forecasts, float64 as the detector holds them
+        assert len(row) == n_features and all(hex16.match(h) for h in row)
     assert len(rec["detector"]) == READINGS
     scored = [row for row in rec["detector"] if row["score"] is not None]
     assert scored, "the detector never scored a reading"
@@ -104,7 +106,7 @@ def test_records_are_deterministic(records: tuple[dict, dict]) -> None:
 def test_compare_catches_one_flipped_bit(records: tuple[dict, dict]) -> None:
     native = records[0]
     flipped = copy.deepcopy(native)
-    row = flipped["forecasts"][700]
+    row = flipped["outputs"][700]
     row[0] = f"{int(row[0], 16) ^ 1:08x}"  # one LSB of one forecast
     flipped["digest"] = pp.digest(flipped)
     summary = pp.compare(native, flipped)
@@ -131,7 +133,7 @@ def test_command_line(recording: Path, records: tuple[dict, dict], tmp_path: Pat
     assert json.loads(out.read_text())["digest"] == records[0]["digest"]
     other = tmp_path / "other.json"
     tampered = copy.deepcopy(records[0])
-    tampered["forecasts"][3][1] = "00000000"
+    tampered["outputs"][3][1] = f"{int(tampered['outputs'][3][1], 16) ^ 1:08x}"
     tampered["digest"] = pp.digest(tampered)
     other.write_text(json.dumps(tampered))
     same = subprocess.run([sys.executable, str(SCRIPT), "compare", str(out), str(out)],

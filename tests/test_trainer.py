@@ -78,8 +78,9 @@ def test_streaming_one_step_at_a_time_equals_the_trained_network(
     int8, float32 = write_models(tmp_path / "b", exported)
     seq = val_seqs[0][:200]
     batch = trained.predict(seq[None], verbose=0)[0]
-    streamed_float = StatefulModel(tmp_path / "b" / float32.file, float32).run(seq)
-    streamed_int8 = StatefulModel(tmp_path / "b" / int8.file, int8).run(seq)
+    # the exported model outputs the change; the agent adds the reading (in float)
+    streamed_float = StatefulModel(tmp_path / "b" / float32.file, float32).run(seq) + seq
+    streamed_int8 = StatefulModel(tmp_path / "b" / int8.file, int8).run(seq) + seq
     np.testing.assert_allclose(streamed_float, batch, atol=1e-4)
     assert np.abs(streamed_int8 - batch).mean() < 0.05
     assert np.abs(streamed_int8 - batch).mean() > 0  # it really is a different (int8) model

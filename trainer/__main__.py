@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from edge_agent.errors import EdgeError
+from edge_agent.errors import EdgeError, run_cli
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -147,14 +147,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except EdgeError as exc:
-        print(f"edge-trainer: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("edge-trainer: interrupted", file=sys.stderr)
-        return 130
+    return run_cli("edge-trainer", lambda: args.func(args), error_exit=2)
 
 
 if __name__ == "__main__":

@@ -124,8 +124,9 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
     """Scoring parameters for ``bundle`` (whose scoring section is replaced)."""
     n = len(bundle.manifest.features)
     settings = DetectorSettings(warmup_readings=config.warmup_readings, alerts=AlertSettings())
-    level = LevelScoring(alpha=config.level.alpha, scale=[1.0] * n) if config.level.enabled \
-        else None
+    level = LevelScoring(alpha=config.level.alpha, scale=[1.0] * n,
+                         track_alpha=config.level.track_alpha,
+                         track_below=config.level.track_below) if config.level.enabled else None
     probe = Scoring(error_scale=[1.0] * n, smoothing=Smoothing(alpha=config.smoothing_alpha),
                     level=level, top_features=config.top_features,
                     threshold=Threshold(enter=_NEVER, exit=_NEVER, method="probe"))
@@ -133,8 +134,7 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
             for rec, start in zip(recordings, starts)]
     error_scale = _rms(np.concatenate([r["errors"] for r in runs]))
     if level is not None:
-        level = LevelScoring(alpha=level.alpha,
-                             scale=_rms(np.concatenate([r["shift"] for r in runs])))
+        level = level.model_copy(update={"scale": _rms(np.concatenate([r["shift"] for r in runs]))})
     scaled = probe.model_copy(update={"error_scale": error_scale, "level": level})
     runs = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, start)
             for rec, start in zip(recordings, starts)]

@@ -105,6 +105,13 @@ class LevelConfig(Section):
 
     enabled: bool = Field(True, description="Score shifts of a stream's mean from its baseline.")
     alpha: float = Field(0.02, gt=0, le=1, description="EWMA weight of the recent mean.")
+    track_alpha: float = Field(0.0, ge=0, le=1, description=(
+        "EWMA weight with which each feature's baseline follows slow drift while the feature "
+        "stays within track_below (in level-scale units); 0: the baseline stays the stream's "
+        "first readings."))
+    track_below: float = Field(3.0, gt=0, description=(
+        "A feature further than this from its baseline is not followed (a fault does not "
+        "become the new normal)."))
 
 
 class ScoringConfig(Section):

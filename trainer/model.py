@@ -20,10 +20,13 @@ from .tfenv import tensorflow
 
 
 def build(n_features: int, layers: Sequence[int], *, batch: int | None = None,
-          steps: int | None = None, residual: bool = True) -> Any:
+          steps: int | None = None, residual: bool = True, change_only: bool = False) -> Any:
     """The forecaster; ``batch=1, steps=1`` gives the streaming form the device runs.
 
     ``residual``: forecast the change (``x[t] + Dense(h)``) rather than the level.
+    ``change_only`` (with ``residual``): output the change itself — the exported form, whose
+    forecast the agent completes in float (``architecture.output: change``). Both forms share
+    the same weights.
     """
     _, keras = tensorflow()
     inputs = keras.Input(batch_shape=(batch, steps, n_features), name="reading")
@@ -34,6 +37,8 @@ def build(n_features: int, layers: Sequence[int], *, batch: int | None = None,
         forecast = keras.layers.Dense(n_features, name="forecast")(hidden)
         return keras.Model(inputs, forecast, name="forecaster")
     change = keras.layers.Dense(n_features, name="change")(hidden)
+    if change_only:
+        return keras.Model(inputs, change, name="change")
     forecast = keras.layers.Add(name="forecast")([inputs, change])
     return keras.Model(inputs, forecast, name="forecaster")
 

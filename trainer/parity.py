@@ -49,19 +49,21 @@ class Parity:
         return asdict(self)
 
 
-def forecasts(model: StatefulModel, sequences: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """One-step forecasts of every sequence, each from the zero state."""
-    return [model.run(seq) for seq in sequences]
+def forecasts(model: StatefulModel, sequences: Sequence[np.ndarray], outputs_change: bool
+              ) -> list[np.ndarray]:
+    """One-step forecasts of every sequence, each from the zero state (a change model's
+    output is added to the reading, as the agent does)."""
+    return [model.run(seq) + seq if outputs_change else model.run(seq) for seq in sequences]
 
 
 def check(folder: Path, int8: ModelFile, float32: ModelFile,
           sequences: Sequence[np.ndarray], tolerance: float,
-          reference: Sequence[np.ndarray] | None = None) -> Parity:
+          reference: Sequence[np.ndarray] | None = None, outputs_change: bool = False) -> Parity:
     """Compare the streamed int8 and float forecasts; ``reference`` (the Keras network's own
     forecasts over each whole sequence) checks that streaming equals batch for the float model.
     """
-    q = forecasts(StatefulModel(folder / int8.file, int8), sequences)
-    f = forecasts(StatefulModel(folder / float32.file, float32), sequences)
+    q = forecasts(StatefulModel(folder / int8.file, int8), sequences, outputs_change)
+    f = forecasts(StatefulModel(folder / float32.file, float32), sequences, outputs_change)
     err_q = np.concatenate([np.abs(p[:-1] - s[1:]) for p, s in zip(q, sequences)])
     err_f = np.concatenate([np.abs(p[:-1] - s[1:]) for p, s in zip(f, sequences)])
     dev = np.concatenate([np.abs(a - b) for a, b in zip(q, f)])

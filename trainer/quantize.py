@@ -37,7 +37,7 @@ class Exported:
 def streaming_twin(trained: Any, n_features: int, layers: Sequence[int],
                    residual: bool = True) -> Any:
     """The trained network rebuilt for one reading at a time (batch 1, sequence 1)."""
-    twin = build(n_features, layers, batch=1, steps=1, residual=residual)
+    twin = build(n_features, layers, batch=1, steps=1, residual=residual, change_only=residual)
     twin.set_weights(trained.get_weights())
     return twin
 

@@ -50,7 +50,7 @@ def run(config: TrainerConfig, log: Callable[[str], None] = print) -> Bundle:
     log("[4/6] parity gate: int8 vs float, streamed with the agent runtime")
     keras_forecasts = [result.model.predict(seq[None], verbose=0)[0] for seq in val_seqs]
     parity = check(folder, int8_spec, float_spec, val_seqs, config.export.parity_tolerance,
-                   keras_forecasts)
+                   keras_forecasts, outputs_change=config.model.residual)
     log("      " + parity.summary())
     if not parity.ok:
         raise ParityError(f"int8 model rejected: its forecast error is {parity.excess:.1%} above "
@@ -61,7 +61,8 @@ def run(config: TrainerConfig, log: Callable[[str], None] = print) -> Bundle:
     placeholder = Scoring(error_scale=[1.0] * n_features, smoothing=Smoothing(alpha=1.0),
                           threshold=Threshold(enter=1.0, exit=1.0, method="placeholder"))
     architecture = Architecture(layers=list(config.model.layers),
-                                sequence_length=config.model.sequence_length)
+                                sequence_length=config.model.sequence_length,
+                                output="change" if config.model.residual else "forecast")
     training = {
         "files": [{"path": Path(r.path).name, "rows": len(r)} for r in split.recordings],
         "train_rows": sum(len(r) for r in split.train),
