@@ -9,15 +9,17 @@ Subcommands::
 
     pi_parity.py make-csv OUT.csv [--readings N] [--seed S]     # host only: the recording
     pi_parity.py run --csv IN.csv --out OUT.json [--bundle DIR]  # on each machine
-    pi_parity.py compare NATIVE.json EMULATED.json [--summary S.json]
+    pi_parity.py compare NATIVE.json EMULATED.json [--strict] [--summary S.json]
 
 What a record holds (``format`` = ``edge-anomaly-pi-parity/1``):
 
-* ``forecasts``: the int8 model's raw outputs (``StatefulModel.run`` on the normalised
+* ``outputs``: the int8 model's raw outputs (``StatefulModel.run`` on the normalised
   inputs), one list per reading of float32 bit patterns as 8 hex digits;
-* ``detector``: for every reading, the detector's own next-step forecast (float32 bits), its
-  ``expected`` values in raw units and its smoothed score (float64 bits, 16 hex digits, or
-  null while warming up), and its status;
+* ``forecasts``: the completed next-step forecasts (for a model that outputs the change, the
+  output plus the reading, in float64 as the detector does), float64 bits (16 hex digits);
+* ``detector``: for every reading, the detector's own next-step forecast, its ``expected``
+  values in raw units and its smoothed score (float64 bits, or null while warming up), and its
+  status;
 * ``alerts``: every alert event with its type, id, reading index, time and score;
 * ``digest``: sha256 over everything above, so two records agree bit for bit exactly when
   their digests are equal;
