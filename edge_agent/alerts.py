@@ -38,7 +38,7 @@ class AlertSettings:
     cooldown_readings: int = 20
 
 
-@dataclass
+@dataclass(slots=True)
 class EpisodeState:
     """One stream's decision memory (all plain values, so snapshots are easy)."""
 

@@ -345,7 +345,7 @@ class Agent:
                         outbox_pending=len(self.outbox), outbox_dropped=self.outbox.dropped)
         return snapshot
 
-    def write_snapshot(self, sha256: str, streams: dict[str, Any], clean: bool = False) -> None:
+    def write_snapshot(self, sha256: str, streams: dict[str, str], clean: bool = False) -> None:
         try:
             snapshots.write(self.state_dir, sha256, streams, clean)
         except OSError as exc:

@@ -70,6 +70,10 @@ class MqttLink:
             self._connect_properties = props
         self._clean_start = not persistent
         self.client.max_queued_messages_set(0)
+        # paho's default of 20 unacknowledged QoS 1 publishes makes alerts and statuses wait
+        # behind each other under load; brokers accept far more (mosquitto: 20 by default for
+        # *its* sends, unlimited for ours), and ids stay well below the 65,535 limit.
+        self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(max(1, int(config.reconnect_min_s)),
                                         max(1, int(config.reconnect_max_s)))
         self.client.will_set(availability_topic, b"offline", qos=1, retain=True)

@@ -19,7 +19,7 @@ import numpy as np
 from .bundle import Normalisation
 
 
-@dataclass
+@dataclass(slots=True)
 class Baseline:
     """Running mean and spread of a stream's first readings; frozen once complete.
 

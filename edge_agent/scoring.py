@@ -35,7 +35,7 @@ import numpy as np
 from .bundle import Scoring
 
 
-@dataclass
+@dataclass(slots=True)
 class ScoreState:
     """A stream's scoring memory: the smoothed surprise, its recent mean and its (tracking)
     baseline, all normalised (``None`` = unset)."""
@@ -77,8 +77,11 @@ class Scorer:
 
     @staticmethod
     def raw(z: np.ndarray) -> float:
-        """Root mean square of per-feature values (about 1 on normal data)."""
-        return math.sqrt(float(np.dot(z, z)) / z.shape[0])
+        """Root mean square of per-feature values (about 1 on normal data).
+
+        ``np.sum(z * z)``, not ``np.dot``: numpy hands dot products to the platform's BLAS,
+        which rounds differently on arm64 and x86; this way a Pi computes the same bits."""
+        return math.sqrt(float(np.sum(z * z)) / z.shape[0])
 
     def smooth(self, state: ScoreState, raw: float) -> float:
         """The stream's smoothed forecast surprise after one more raw score."""
@@ -99,8 +102,8 @@ class Scorer:
         recent = recent + self.level_alpha * (x - recent)
         shift = (recent - baseline) * inv_scale
         if self.track_alpha > 0.0:
-            near = np.abs(shift) < self.track_below
-            baseline = baseline + np.where(near, self.track_alpha * (x - baseline), 0.0)
+            near = np.abs(shift) < self.track_below  # features close enough to follow
+            baseline = baseline + (self.track_alpha * near) * (x - baseline)
         state.level, state.baseline = recent, baseline
         return shift
 

@@ -22,6 +22,8 @@ continues bit for bit as if the agent had never stopped.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import time
@@ -37,7 +39,7 @@ from .normalise import Baseline
 from .scoring import ScoreState
 from .streams import StreamState
 
-FORMAT = 1
+FORMAT = 2
 FILE_NAME = "snapshot.json"
 
 
@@ -52,21 +54,27 @@ class Restored:
 
 
 def _array(value: np.ndarray | None) -> dict[str, Any] | None:
+    """An array as its exact bytes (base64): compact, and bit for bit."""
     if value is None:
         return None
-    return {"dtype": value.dtype.name, "shape": list(value.shape), "data": value.ravel().tolist()}
+    data = np.ascontiguousarray(value)
+    return {"dtype": data.dtype.str, "shape": list(data.shape),
+            "b64": base64.b64encode(data.tobytes()).decode("ascii")}
 
 
 def _unarray(value: dict[str, Any] | None) -> np.ndarray | None:
     if value is None:
         return None
-    return np.asarray(value["data"], dtype=value["dtype"]).reshape(value["shape"])
+    raw = base64.b64decode(value["b64"], validate=True)
+    return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).copy()
 
 
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
-                  status: str | None) -> dict[str, Any]:
+                  status: str | None) -> str:
+    """One stream's state as a JSON text (streams are serialised one at a time, so a snapshot
+    of 10,000 streams never holds them all as Python objects at once)."""
     baseline = state.baseline
-    return {
+    return json.dumps({
         "topic": topic, "fields": fields, "status": status,
         "lstm": [_array(a) for a in state.lstm],
         "warmup_left": state.warmup_left,
@@ -79,7 +87,7 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
         "episode": asdict(state.episode),
         "readings": state.readings,
         "resets": state.resets,
-    }
+    }, separators=(",", ":"))
 
 
 def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> Restored:
@@ -110,7 +118,7 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     return Restored(state, data["topic"], dict(data["fields"]), data["status"])
 
 
-def write(folder: Path, bundle_sha256: str, streams: dict[str, dict[str, Any]],
+def write(folder: Path, bundle_sha256: str, streams: dict[str, str],
           clean: bool = False) -> Path:
     """Atomically replace the snapshot (temporary file, fsync, rename, fsync folder).
 
@@ -118,10 +126,13 @@ def write(folder: Path, bundle_sha256: str, streams: dict[str, dict[str, Any]],
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / FILE_NAME
     tmp = folder / (FILE_NAME + ".tmp")
-    document = {"format": FORMAT, "bundle_sha256": bundle_sha256, "saved_at": time.time(),
-                "clean": clean, "streams": streams}
+    header = json.dumps({"format": FORMAT, "bundle_sha256": bundle_sha256,
+                         "saved_at": time.time(), "clean": clean}, separators=(",", ":"))
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, separators=(",", ":"))
+        handle.write(header[:-1] + ',"streams":{')
+        for i, (stream_id, text) in enumerate(streams.items()):
+            handle.write(("," if i else "") + json.dumps(stream_id) + ":" + text)
+        handle.write("}}")
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, target)
@@ -156,7 +167,7 @@ def read(folder: Path, bundle_sha256: str, detector: Detector
     for stream_id, data in document.get("streams", {}).items():
         try:
             entry = restored[stream_id] = decode_stream(stream_id, data, detector)
-        except (ValueError, KeyError, TypeError, AssertionError):
+        except (ValueError, KeyError, TypeError, AssertionError, binascii.Error):
             bad += 1
             continue
         if not clean:

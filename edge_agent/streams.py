@@ -29,7 +29,7 @@ class Admission(Enum):
     OUT_OF_ORDER = "out_of_order"
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamState:
     """Everything one stream remembers between readings."""
 

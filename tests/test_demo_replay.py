@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -51,6 +52,8 @@ def test_demo_alerts_every_injected_fault_and_stops_everything(tmp_path: Path) -
     assert "START  r1/elbow" in text
 
 
+@pytest.mark.skipif(importlib.util.find_spec("amqtt") is None,
+                    reason="the embedded broker needs amqtt (the demo extra)")
 def test_demo_with_the_embedded_broker(tmp_path: Path) -> None:
     process = demo(tmp_path, "--duration", "20", "--speed", "15", "--embedded-broker")
     out, _ = process.communicate(timeout=180)

@@ -13,6 +13,8 @@ None of this reads ../shared/data.
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,6 +40,9 @@ from trainer.metrics import PointMetrics
 FAULTS = {"bearing": Fault("bearing", 60, 40), "stuck": Fault("stuck_sensor", 70, 30),
           "normal": None}
 
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                                      reason="needs matplotlib (the trainer extra)")
+
 
 @pytest.fixture(scope="module")
 def labelled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -49,6 +54,7 @@ def labelled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@needs_matplotlib
 def test_evaluate_command_reports_metrics_delays_and_plots(
         labelled_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
@@ -249,6 +255,7 @@ def write_skab(folder: Path, experiments: int = 3, rows: int = 900) -> Path:
     return folder
 
 
+@needs_matplotlib
 def test_skab_runner_with_a_given_bundle_scores_only_the_test_parts(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_skab(tmp_path / "skab")

@@ -21,7 +21,7 @@ from edge_agent.simulator import FEATURES, Fault, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_TOPIC = "robots/r1/joints/j1/telemetry"
-SIM = simulate(420, 0.1, seed=3, faults=[Fault("bearing", 33, 5)])
+SIM = simulate(420, 0.1, seed=3, faults=[Fault("bearing", 32)])
 GOOD = [json.dumps({"ts": 1.7e9 + float(t), **dict(zip(FEATURES, map(float, row)))}).encode()
         for t, row in zip(SIM.t, SIM.values)]
 EXAMPLES, PER_EXAMPLE = 200, 50

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_agent import snapshots
 from edge_agent.broker import Mosquitto
 from edge_agent.outbox import Outbox
 from edge_agent.simulator import FEATURES, Fault, simulate
@@ -188,8 +189,8 @@ def test_bad_or_foreign_snapshots_are_reported_and_ignored(broker: Mosquitto,
     config = agent_config(tmp_path / "agent.yaml", broker)
     state = tmp_path / "state"
     state.mkdir()
-    cases = [(b'{"format": 1, "bundle_sha256": "ab', "corrupt or truncated"),
-             (json.dumps({"format": 1, "bundle_sha256": "0" * 64, "saved_at": 0,
+    cases = [(b'{"format": 2, "bundle_sha256": "ab', "corrupt or truncated"),
+             (json.dumps({"format": snapshots.FORMAT, "bundle_sha256": "0" * 64, "saved_at": 0,
                           "streams": {}}).encode(), "taken with another bundle")]
     for content, message in cases:
         (state / "snapshot.json").write_bytes(content)

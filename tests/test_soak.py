@@ -4,6 +4,7 @@ no stream's state is corrupted, memory stays bounded; the figures are printed at
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -157,7 +158,9 @@ def test_soak_two_broker_restarts_and_an_agent_sigkill(broker: Mosquitto, tmp_pa
     snapshot = json.loads((tmp_path / "state" / "snapshot.json").read_text())
     assert snapshot["clean"] is True and set(snapshot["streams"]) == set(FAULTS)
     for data in snapshot["streams"].values():
-        assert np.all(np.isfinite(data["prediction"]["data"]))
+        prediction = np.frombuffer(base64.b64decode(data["prediction"]["b64"]),
+                                   dtype=data["prediction"]["dtype"])
+        assert prediction.shape == (len(FEATURES),) and np.all(np.isfinite(prediction))
     assert max(rss) < 150, rss
     assert rss[-1] - rss[0] < 40, rss
 
