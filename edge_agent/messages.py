@@ -91,7 +91,7 @@ class PayloadParser:
                 return "non_numeric"  # str, bool, None, list, dict
         try:
             total = math.fsum(raw)
-        except OverflowError:  # a huge int, or finite values whose sum overflows
+        except (OverflowError, ValueError):  # a huge int, an overflowing sum, -inf + inf
             total = None
         if total is None or not math.isfinite(total):
             for value in raw:

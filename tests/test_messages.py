@@ -66,6 +66,7 @@ def test_each_reject_reason() -> None:
         b'{"a": 1, "b": true, "c": 3}': "non_numeric",
         b'{"a": 1, "b": 1e999, "c": 3}': "not_finite",
         b'{"a": 1, "b": -Infinity, "c": 3}': "not_finite",
+        b'[Infinity, -Infinity, 1]': "not_finite",  # fsum raises ValueError on -inf + inf
         b'[1, 2]': "wrong_length",
         b'{"a": 1, "b": 2, "c": 3, "ts": "yesterday"}': "bad_timestamp",
         b'{"a": 1, "b": 2, "c": 3, "ts": [1]}': "bad_timestamp",
