@@ -772,8 +772,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1,
                    help="runs per stream count and consumer; the table shows medians")
     p.add_argument("--publishers", type=int, default=1, help="publisher processes")
-    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5",
-                   help="MQTT version of both consumers (the agent's default: 5)")
+    p.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1",
+                   help="MQTT version of both consumers (the agent's default: 3.1.1)")
     p.add_argument("--rss-streams", type=int, default=10_000,
                    help="streams of the memory run (0: skip it)")
     p.add_argument("--rss-readings", type=int, default=3, help="readings per stream there")

@@ -11,6 +11,8 @@ Facts this module is built around:
 * incoming QoS 1 readings are acknowledged by the agent (``manual_ack``) only once handled, so a
   reading in the agent's queue when it stops is redelivered by the broker next time (persistent
   session) instead of being lost;
+* the socket is read 64 KiB at a time (:mod:`edge_agent.readbuffer`), not a few bytes per
+  system call as paho does, which spares the network thread most GIL hand-overs;
 * the agent's availability is ``online`` (retained) after each connect and ``offline`` as the
   Last Will, so dashboards see a dead agent.
 """
@@ -29,6 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 from .config import BrokerConfig, read_secret
+from .readbuffer import BufferedClient
 
 log = logging.getLogger("edge_agent.mqtt")
 
@@ -59,7 +62,7 @@ class MqttLink:
         kwargs: dict[str, Any] = {}
         if not v5:
             kwargs["clean_session"] = not persistent
-        self.client = paho.Client(
+        self.client = BufferedClient(
             CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             manual_ack=qos > 0, **kwargs)

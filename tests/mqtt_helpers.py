@@ -92,10 +92,13 @@ class Recorder:
 class Publisher:
     """Publishes readings with QoS 1 and waits until the broker has them all."""
 
-    def __init__(self, broker: Mosquitto, client_id: str = "test-publisher") -> None:
+    def __init__(self, broker: Mosquitto, client_id: str = "test-publisher",
+                 tls_ca: Path | None = None) -> None:
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_inflight_messages_set(1000)
-        self.client.connect(broker.host, broker.port)
+        if tls_ca is not None:  # a broker from tls_mosquitto: its certificate names localhost
+            self.client.tls_set(ca_certs=str(tls_ca))
+        self.client.connect("localhost" if tls_ca is not None else broker.host, broker.port)
         self.client.loop_start()
 
     def send(self, topic: str, payload: bytes | str, qos: int = 1) -> paho.MQTTMessageInfo:
@@ -203,3 +206,43 @@ class Running:
 
     broker: Mosquitto
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+def make_server_cert(folder: Path, ca_key: Path, ca_cert: Path, host: str) -> tuple[Path, Path]:
+    key, csr, cert = folder / "server.key", folder / "server.csr", folder / "server.crt"
+    ext = folder / "san.cnf"
+    ext.write_text(f"subjectAltName=DNS:{host}\n")
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}",
+                    "-keyout", str(key), "-out", str(csr)], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey",
+                    str(ca_key), "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out",
+                    str(cert)], check=True, capture_output=True)
+    return key, cert
+
+
+def tls_mosquitto(certs: Path, user: tuple[str, str] | None = None) -> tuple[Mosquitto, Path]:
+    """A started mosquitto that only speaks TLS (certificate for ``localhost`` signed by a
+    fresh CA, returned for clients to trust), with a password file when ``user`` is given."""
+    ca_key, ca_cert = make_ca(certs, "test-ca")
+    key, cert = make_server_cert(certs, ca_key, ca_cert, "localhost")
+    extra = f"cafile {ca_cert}\ncertfile {cert}\nkeyfile {key}\n"
+    if user is not None:
+        passwords = certs / "passwd"
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), *user], check=True,
+                       capture_output=True)
+        os.chmod(passwords, 0o600)
+        extra += f"password_file {passwords}\n"
+    broker = Mosquitto(anonymous=user is None, extra_config=extra)
+    broker.start()
+    return broker, ca_cert

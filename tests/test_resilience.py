@@ -21,7 +21,8 @@ from edge_agent.broker import Mosquitto
 from edge_agent.outbox import Outbox
 from edge_agent.simulator import FEATURES, Fault, simulate
 from tests.mqtt_helpers import (ROOT, AgentProcess, Publisher, Recorder, agent_config,
-                                expected_alerts, needs_mosquitto, reading_payload, wait_until)
+                                expected_alerts, make_ca, needs_mosquitto, reading_payload,
+                                tls_mosquitto, wait_until)
 
 pytestmark = [needs_mosquitto]
 T0 = 1_767_225_600.0
@@ -305,39 +306,10 @@ def test_a_bad_config_stops_start_up(tmp_path: Path) -> None:
 
 # -- TLS and credentials -------------------------------------------------------------------------
 
-def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return key, cert
-
-
-def make_server_cert(folder: Path, ca_key: Path, ca_cert: Path, host: str) -> tuple[Path, Path]:
-    key, csr, cert = folder / "server.key", folder / "server.csr", folder / "server.crt"
-    ext = folder / "san.cnf"
-    ext.write_text(f"subjectAltName=DNS:{host}\n")
-    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}",
-                    "-keyout", str(key), "-out", str(csr)], check=True, capture_output=True)
-    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey",
-                    str(ca_key), "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out",
-                    str(cert)], check=True, capture_output=True)
-    return key, cert
-
-
 @pytest.fixture()
 def tls_broker(tmp_path: Path):
     certs = tmp_path / "certs"
-    ca_key, ca_cert = make_ca(certs, "test-ca")
-    key, cert = make_server_cert(certs, ca_key, ca_cert, "localhost")
-    passwords = certs / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "edge", "right-horse-battery"],
-                   check=True, capture_output=True)
-    os.chmod(passwords, 0o600)
-    broker = Mosquitto(anonymous=False, extra_config=(
-        f"cafile {ca_cert}\ncertfile {cert}\nkeyfile {key}\npassword_file {passwords}\n"))
-    broker.start()
+    broker, ca_cert = tls_mosquitto(certs, ("edge", "right-horse-battery"))
     yield broker, ca_cert, certs
     broker.close()
 
