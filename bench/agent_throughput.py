@@ -664,8 +664,10 @@ def steady_handle(config_path: Path, streams: int, readings: int, warm: int) -> 
 
 def heap_per_stream(config_path: Path, workload: list[tuple[str, bytes]], streams: int
                     ) -> tuple[float, float | None]:
-    """Python heap (tracemalloc) per stream: held by the agent's per-stream memory, and (for
-    agents with state snapshots) the objects ``Worker.encode_streams`` builds for a snapshot."""
+    """Python heap (tracemalloc) per stream: held by the agent's per-stream memory, and the
+    most that writing one state snapshot (``Worker.encoded_streams`` into
+    ``snapshots.write_temp``, as the worker does) holds on top of it at any moment."""
+    from edge_agent import snapshots
     from edge_agent.worker import Item
 
     mapper, parser, worker = agent_pieces(config_path)
@@ -677,11 +679,10 @@ def heap_per_stream(config_path: Path, workload: list[tuple[str, bytes]], stream
         worker.handle(Item(route.stream_id, topic, route.fields, parsed.values, parsed.ts,
                            0.0, 0, 0))
     after = tracemalloc.get_traced_memory()[0]
-    snapshot = None
-    if hasattr(worker, "encode_streams"):
-        encoded = worker.encode_streams()
-        snapshot = (tracemalloc.get_traced_memory()[0] - after) / streams
-        del encoded
+    tracemalloc.reset_peak()
+    with tempfile.TemporaryDirectory() as folder:
+        snapshots.write_temp(Path(folder), "0" * 64, worker.encoded_streams())
+        snapshot = (tracemalloc.get_traced_memory()[1] - after) / streams
     tracemalloc.stop()
     return (after - before) / streams, snapshot
 
@@ -948,7 +949,8 @@ def report(args: argparse.Namespace, rows: list[Row], memory: Any,
                  if agent.snapshot_bytes else "")
               + "peak: VmHWM. Heap per stream: tracemalloc in this process over the same "
               "readings through Worker.handle (stream state, routes, statuses, topic cache); "
-              "snapshot heap: the objects Worker.encode_streams builds for one snapshot. "
+              "snapshot heap: the most that writing one snapshot holds on top of that (the "
+              "worker writes it stream by stream). "
               f"Deepest agent queue {agent.max_queue:,}.")
     for streams, path in profiles:
         print()

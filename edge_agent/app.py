@@ -160,7 +160,9 @@ class Agent:
                              max_streams=config.detection.max_streams, publish_scores=scores,
                              score_interval_s=score_interval,
                              expiry_s=config.detection.stream_expiry_s,
-                             discovery=self.discovery, remove_expired_entities=ha.remove_expired)
+                             discovery=self.discovery, remove_expired_entities=ha.remove_expired,
+                             snapshot_dir=self.state_dir, queue_size=config.queue.max_size)
+        snapshots.discard_temps(self.state_dir)
         restored, note = snapshots.read(self.state_dir, self.bundle.sha256, self.detector)
         self.worker.restore(restored)
         self.restore_note = note
@@ -345,9 +347,21 @@ class Agent:
                         outbox_pending=len(self.outbox), outbox_dropped=self.outbox.dropped)
         return snapshot
 
-    def write_snapshot(self, sha256: str, streams: dict[str, str], clean: bool = False) -> None:
+    def commit_snapshot(self, temp: Path) -> None:
+        """Make the snapshot the worker wrote current (fsync and rename, in this thread)."""
         try:
-            snapshots.write(self.state_dir, sha256, streams, clean)
+            snapshots.commit(temp)
+        except OSError as exc:
+            log.error("cannot write the state snapshot to %s: %s", self.state_dir, exc)
+            temp.unlink(missing_ok=True)
+
+    def write_final_snapshot(self) -> None:
+        """The exact snapshot after the last reading (the worker has stopped); replaces a
+        periodic one still waiting to be committed."""
+        try:
+            snapshots.discard_temps(self.state_dir)
+            snapshots.write(self.state_dir, self.worker.detector.bundle.sha256,
+                            self.worker.encoded_streams(), clean=True)
         except OSError as exc:
             log.error("cannot write the state snapshot to %s: %s", self.state_dir, exc)
 
@@ -388,7 +402,7 @@ class Agent:
                 next_snapshot = now + self.config.state.snapshot_interval_s
                 self.worker.request_snapshot()
             try:
-                self.write_snapshot(*self.worker.snapshots.get_nowait())
+                self.commit_snapshot(self.worker.snapshots.get_nowait())
             except queue.Empty:
                 pass
             if now >= next_stats:
@@ -409,8 +423,7 @@ class Agent:
         self.notifier.stopping("draining the queue")
         self.accepting = False
         self.worker.stop(self.queue.wake, timeout)
-        self.write_snapshot(self.worker.detector.bundle.sha256, self.worker.encode_streams(),
-                            clean=True)
+        self.write_final_snapshot()
         left = self.output.wait_sent(timeout)
         if left:
             log.warning("%d alert(s) not yet acknowledged by the broker: kept in the outbox, "

@@ -4,6 +4,8 @@ Everything a stream remembers — LSTM h and c, forecast, baseline, smoothing, w
 open alert episode, last timestamp — is written as JSON to ``snapshot.json`` in the state
 folder: first to a temporary file, which is fsynced and then renamed over the old one (and the
 folder fsynced), so a power cut leaves either the old or the new snapshot, never half of one.
+The worker writes the temporary file stream by stream between two batches (a consistent
+copy, and no memory for all streams' text at once); the main thread commits it.
 
 The snapshot written at a clean shutdown is exact; a periodic one may be a few seconds older
 than the last reading the agent handled before a crash, so streams restored from it warm up
@@ -24,12 +26,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -118,30 +121,68 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     return Restored(state, data["topic"], dict(data["fields"]), data["status"])
 
 
-def write(folder: Path, bundle_sha256: str, streams: dict[str, str],
-          clean: bool = False) -> Path:
-    """Atomically replace the snapshot (temporary file, fsync, rename, fsync folder).
+_serial = itertools.count(1)
+
+
+def write_temp(folder: Path, bundle_sha256: str, streams: Iterable[tuple[str, str]],
+               clean: bool = False) -> Path:
+    """Write a snapshot to a new temporary file beside the real one and return its path.
+
+    ``streams`` yields ``(stream_id, encode_stream(...))`` one at a time and each is written as
+    it comes, so even 10,000 streams never exist as one big text in memory. The file is not
+    durable or visible yet: :func:`commit` makes it so. Each call has its own file name, so a
+    worker writing the next snapshot never touches one still being committed.
 
     ``clean``: taken at shutdown after the last reading, so nothing happened after it."""
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / FILE_NAME
-    tmp = folder / (FILE_NAME + ".tmp")
+    tmp = folder / f"{FILE_NAME}.{os.getpid()}-{next(_serial)}.tmp"
     header = json.dumps({"format": FORMAT, "bundle_sha256": bundle_sha256,
                          "saved_at": time.time(), "clean": clean}, separators=(",", ":"))
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(header[:-1] + ',"streams":{')
-        for i, (stream_id, text) in enumerate(streams.items()):
-            handle.write(("," if i else "") + json.dumps(stream_id) + ":" + text)
-        handle.write("}}")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(header[:-1] + ',"streams":{')
+            separator = ""
+            for stream_id, text in streams:
+                handle.write(separator + json.dumps(stream_id) + ":" + text)
+                separator = ","
+            handle.write("}}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit(tmp: Path) -> Path:
+    """Make a snapshot from :func:`write_temp` the current one, atomically: fsync the file,
+    rename it over the old snapshot, fsync the folder. Either the old or the new one survives
+    a power cut, never half of one."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    target = tmp.parent / FILE_NAME
     os.replace(tmp, target)
-    dir_fd = os.open(folder, os.O_RDONLY)
+    dir_fd = os.open(tmp.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return target
+
+
+def write(folder: Path, bundle_sha256: str, streams: Iterable[tuple[str, str]],
+          clean: bool = False) -> Path:
+    """Write and commit a snapshot in one go (at shutdown, when the worker has stopped)."""
+    return commit(write_temp(folder, bundle_sha256, streams, clean))
+
+
+def discard_temps(folder: Path) -> int:
+    """Delete temporary snapshots a crash left behind; returns how many there were."""
+    stale = list(folder.glob(FILE_NAME + ".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def read(folder: Path, bundle_sha256: str, detector: Detector

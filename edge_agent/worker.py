@@ -17,20 +17,22 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Protocol
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
 import numpy as np
 
 from .detector import Alert, Detector
 from .homeassistant import Discovery
 from .payloads import Topics, alert_payload, encode
+from . import snapshots
 from .snapshots import Restored, encode_stream
 from .stats import Stats
 from .streams import Admission, StreamState
 
 log = logging.getLogger("edge_agent.worker")
-SMALL_BATCH = 64
-GATHER_S = 0.002
+SMALL_BATCH = 64  # after a batch smaller than this the worker lets readings gather ...
+GATHER_S = 0.002  # ... for this long: one wake-up per reading costs more than the wait
 
 
 class Item(NamedTuple):
@@ -61,7 +63,8 @@ class Worker:
                  output: Output, topics: Topics, stats: Stats, *, agent_id: str,
                  max_streams: int, publish_scores: bool, score_interval_s: float = 0.0,
                  expiry_s: float | None = None, discovery: Discovery | None = None,
-                 remove_expired_entities: bool = True, idle_wake_s: float = 0.5) -> None:
+                 remove_expired_entities: bool = True, idle_wake_s: float = 0.5,
+                 snapshot_dir: Path | None = None, queue_size: int | None = None) -> None:
         self.detector = detector
         self._take = take
         self.output = output
@@ -75,6 +78,10 @@ class Worker:
         self.discovery = discovery
         self.remove_expired_entities = remove_expired_entities
         self.idle_wake_s = idle_wake_s
+        self.snapshot_dir = snapshot_dir
+        # Gathering must not overflow a small queue: a batch of a quarter of it is not small.
+        self.gather_below = SMALL_BATCH if queue_size is None else min(SMALL_BATCH,
+                                                                       queue_size // 4)
         self.streams: dict[str, StreamState] = {}
         self.last_seen: dict[str, float] = {}
         self.last_score: dict[str, float] = {}
@@ -83,7 +90,8 @@ class Worker:
         self.statuses: dict[str, str] = {}
         self.heartbeat = time.monotonic()
         self._snapshot_wanted = threading.Event()
-        self.snapshots: queue.Queue[tuple[str, dict[str, str]]] = queue.Queue(maxsize=1)
+        # temporary snapshot files written by this thread, for the main thread to commit
+        self.snapshots: queue.Queue[Path] = queue.Queue(maxsize=1)
         self._swap: tuple[Detector, bool, threading.Event] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,7 +121,7 @@ class Worker:
             if batch:
                 for item in batch:
                     self.handle(item)
-                if len(batch) < SMALL_BATCH:
+                if len(batch) < self.gather_below:
                     # Under a steady stream, let readings gather for a moment: one wake-up per
                     # reading costs more than the 2 ms a reading may wait here.
                     time.sleep(GATHER_S)
@@ -126,11 +134,7 @@ class Worker:
                 self.expire(time.perf_counter() - self.expiry_s)
             if self._snapshot_wanted.is_set():
                 self._snapshot_wanted.clear()
-                try:
-                    self.snapshots.put_nowait((self.detector.bundle.sha256,
-                                               self.encode_streams()))
-                except queue.Full:
-                    pass  # the previous one is still being written
+                self._write_snapshot()
             self.heartbeat = time.monotonic()
 
     # -- stream life cycle --------------------------------------------------------------------
@@ -191,11 +195,24 @@ class Worker:
         """Ask the worker to copy every stream's state between two batches (consistent)."""
         self._snapshot_wanted.set()
 
-    def encode_streams(self) -> dict[str, str]:
-        """Every stream's state as JSON text (call from the worker, or once it stopped)."""
-        return {stream_id: encode_stream(state, *self.routes.get(stream_id, ("", {})),
-                                         self.statuses.get(stream_id))
-                for stream_id, state in self.streams.items()}
+    def encoded_streams(self) -> Iterator[tuple[str, str]]:
+        """Every stream's state as JSON text, one stream at a time (iterate in the worker, or
+        once it has stopped)."""
+        for stream_id, state in self.streams.items():
+            yield stream_id, encode_stream(state, *self.routes.get(stream_id, ("", {})),
+                                           self.statuses.get(stream_id))
+
+    def _write_snapshot(self) -> None:
+        """Write every stream's state to a temporary snapshot file, between two batches."""
+        if self.snapshot_dir is None or self.snapshots.full():
+            return  # no state folder, or the previous snapshot is not committed yet
+        try:
+            path = snapshots.write_temp(self.snapshot_dir, self.detector.bundle.sha256,
+                                        self.encoded_streams())
+        except OSError as exc:
+            log.error("cannot write the state snapshot to %s: %s", self.snapshot_dir, exc)
+            return
+        self.snapshots.put_nowait(path)
 
     def restore(self, restored: dict[str, Restored]) -> None:
         """Adopt streams from a snapshot (before the worker starts)."""

@@ -234,7 +234,11 @@ def test_a_burst_drops_by_policy_counts_per_stream_and_recovers(broker: Mosquitt
         assert frozen < 6, "the freeze itself must stay well inside the keepalive (10 s)"
         time.sleep(12)  # longer than the keepalive: the link must survive the flood
         values, stamps = stream(7, Fault("bearing", 60, 40), 1500)
-        publisher.send_all(messages("calm", values, stamps, range(1500)))
+        for start in range(0, 1500, 50):  # a sensor's pace (~1,000/s), not a flood: the
+            # 20-reading queue would rightly drop readings of a stream sent faster than the
+            # worker takes them
+            publisher.send_all(messages("calm", values, stamps, range(start, start + 50)))
+            time.sleep(0.05)
         wait_until(lambda: bool(recorder.alerts("edge-anomaly/alerts/calm/")), 60,
                    "alerts after the burst")
         rss_after = _rss_kb(agent.pid)

@@ -1,0 +1,124 @@
+"""State snapshots with real files: written stream by stream, committed atomically, exact on
+restore; a failed or unfinished write never replaces the snapshot there was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from edge_agent import snapshots
+from edge_agent.bundle import load_bundle
+from edge_agent.detector import Detector, DetectorSettings
+from edge_agent.model import StatefulModel
+from edge_agent.payloads import Topics
+from edge_agent.simulator import simulate
+from edge_agent.stats import Stats
+from edge_agent.worker import Item, Worker
+from tests.conftest import DEMO_BUNDLE
+
+BUNDLE = load_bundle(DEMO_BUNDLE)
+
+
+class Discard:
+    def publish_alert(self, *args: object) -> None: ...
+    def publish(self, *args: object) -> None: ...
+    def ack(self, *args: object) -> None: ...
+
+
+def fed_worker(snapshot_dir: Path | None, streams: int = 3, readings: int = 400) -> Worker:
+    detector = Detector(BUNDLE, StatefulModel(BUNDLE.model_path, BUNDLE.manifest.model),
+                        DetectorSettings(warmup_readings=5))
+    worker = Worker(detector, lambda n, t: [], Discard(), Topics("edge", "a"), Stats(),
+                    agent_id="a", max_streams=100, publish_scores=False,
+                    snapshot_dir=snapshot_dir)
+    for s in range(streams):
+        sim = simulate(readings, seed=20 + s)
+        for row, ts in zip(sim.values, sim.t + 1.7e9):
+            worker.handle(Item(f"r{s}/j", f"robots/r{s}/joints/j/telemetry", {"robot": f"r{s}"},
+                               row, float(ts), 0.0, 0, 0))
+    return worker
+
+
+def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path) -> None:
+    worker = fed_worker(tmp_path)
+    path = snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
+    assert path == tmp_path / snapshots.FILE_NAME and not list(tmp_path.glob("*.tmp"))
+    restored, note = snapshots.read(tmp_path, BUNDLE.sha256, worker.detector)
+    assert set(restored) == set(worker.streams) and "restored 3 stream(s)" in note
+    for stream_id, entry in restored.items():
+        live = worker.streams[stream_id]
+        assert all(np.array_equal(a, b) for a, b in zip(entry.state.lstm, live.lstm))
+        assert np.array_equal(entry.state.prediction, live.prediction)
+        assert entry.state.score.smoothed == live.score.smoothed
+        assert np.array_equal(entry.state.score.level, live.score.level)
+        assert entry.state.warmup_left == live.warmup_left == 0
+        assert entry.state.last_ts == live.last_ts and entry.topic == worker.routes[stream_id][0]
+
+
+def test_the_worker_writes_a_temporary_file_that_only_commit_makes_current(tmp_path: Path
+                                                                           ) -> None:
+    worker = fed_worker(tmp_path)
+    old = snapshots.write(tmp_path, BUNDLE.sha256, iter([]))
+    worker.request_snapshot()
+    worker._write_snapshot()
+    temp = worker.snapshots.get_nowait()
+    assert temp.parent == tmp_path and temp.name.endswith(".tmp")
+    assert json.loads(old.read_text())["streams"] == {}  # not current yet
+    assert set(json.loads(temp.read_text())["streams"]) == set(worker.streams)
+    snapshots.commit(temp)
+    assert not temp.exists()
+    assert set(json.loads(old.read_text())["streams"]) == set(worker.streams)
+
+
+def test_the_worker_skips_a_snapshot_while_the_previous_is_not_committed(tmp_path: Path
+                                                                         ) -> None:
+    worker = fed_worker(tmp_path, streams=1)
+    worker._write_snapshot()
+    worker._write_snapshot()  # the first is still waiting: nothing new is written
+    assert worker.snapshots.qsize() == 1 and len(list(tmp_path.glob("*.tmp"))) == 1
+    assert fed_worker(None, streams=1)._write_snapshot() is None  # no state folder: no file
+
+
+def test_a_failed_write_leaves_the_old_snapshot_and_no_temporary_file(tmp_path: Path) -> None:
+    worker = fed_worker(tmp_path)
+    current = snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams())
+    before = current.read_bytes()
+
+    def broken() -> Iterator[tuple[str, str]]:
+        yield from list(worker.encoded_streams())[:1]
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        snapshots.write_temp(tmp_path, BUNDLE.sha256, broken())
+    assert current.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+
+
+def test_temporary_files_left_by_a_crash_are_discarded(tmp_path: Path) -> None:
+    worker = fed_worker(tmp_path, streams=1)
+    temps = [snapshots.write_temp(tmp_path, BUNDLE.sha256, worker.encoded_streams())
+             for _ in range(2)]
+    assert len(set(temps)) == 2 and all(t.exists() for t in temps)  # one name per snapshot
+    assert snapshots.discard_temps(tmp_path) == 2 and not list(tmp_path.glob("*.tmp"))
+    assert snapshots.discard_temps(tmp_path / "missing") == 0
+
+
+def test_a_snapshot_is_written_without_holding_every_stream_in_memory(tmp_path: Path) -> None:
+    """The streams are taken from the iterator one at a time: when the first is on disk,
+    the second has not been encoded yet."""
+    worker = fed_worker(tmp_path)
+    seen: list[str] = []
+    temp_files: list[Path] = []
+
+    def watched() -> Iterator[tuple[str, str]]:
+        for stream_id, text in worker.encoded_streams():
+            if seen:
+                temp_files.extend(tmp_path.glob("*.tmp"))
+            seen.append(stream_id)
+            yield stream_id, text
+
+    snapshots.write_temp(tmp_path, BUNDLE.sha256, watched())
+    assert len(seen) == 3 and temp_files
