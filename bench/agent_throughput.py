@@ -914,10 +914,11 @@ def report(args: argparse.Namespace, rows: list[Row], memory: Any,
         "messages for a consumer more than max_queued_messages (100,000) behind "
         f"(broker log lines about it: {broker_log.count('dropped')}).",
         "agent RSS: VmRSS when the run is processed (it includes whatever the agent queued).",
-        "'stats published late': the agent's QoS 1 publishes (stream status, stats, alerts) "
-        "go out at most 20 unacknowledged at a time (paho's default max_inflight_messages) and "
-        "their PUBACKs come back behind the readings mosquitto has queued for the agent, so "
-        "while the publisher outruns the agent they reach the broker seconds late.",
+        "'stats published late': how much later than the most prompt one the slowest stats "
+        "message reached an observer client (agent uptime vs arrival); the agent's QoS 1 publishes (stream status, "
+        "stats, alerts) leave through the same network thread that works through the backlog "
+        "mosquitto has queued for the agent, so while the publisher outruns the agent they "
+        "arrive seconds late.",
     ] + details
     if steady is not None:
         notes.append(f"Worker.handle once every stream is past its baseline (300 readings) and "
