@@ -29,8 +29,11 @@ from edge_agent.config import load as load_agent_config
 from edge_agent.detector import Detector
 from edge_agent.model import StatefulModel
 from edge_agent.payloads import iso
+from edge_agent.simulator import Fault, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: where the tests' simulated recordings start
+TOPIC = "robots/{}/joints/{}/telemetry"
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None,
                                      reason="mosquitto is not installed (apt-get install mosquitto)")
 
@@ -115,6 +118,13 @@ class Publisher:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def fault_run(seed: int, fault: Fault | None, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """A simulated joint recording (values, epoch timestamps from ``T0``, 10 Hz), with one
+    fault or none."""
+    sim = simulate(n, 0.1, seed=seed, faults=[fault] if fault else [])
+    return sim.values, T0 + sim.t
 
 
 def reading_payload(ts: float, values: np.ndarray, features: Sequence[str]) -> bytes:

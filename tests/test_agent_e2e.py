@@ -11,20 +11,17 @@ import signal
 from pathlib import Path
 
 import jsonschema
-import numpy as np
-import pytest
 
 from edge_agent.broker import Mosquitto
 from edge_agent.bundle import load_bundle
 from edge_agent.model import load_runtime
-from edge_agent.simulator import FEATURES, Fault, simulate
-from tests.mqtt_helpers import (ROOT, AgentProcess, Publisher, Recorder, agent_config,
-                                expected_alerts, needs_mosquitto, reading_payload, wait_until)
+from edge_agent.simulator import FEATURES, Fault
+from tests.mqtt_helpers import (ROOT, TOPIC, AgentProcess, Publisher, Recorder,
+                                agent_config, expected_alerts, fault_run, needs_mosquitto,
+                                reading_payload, wait_until)
 
 pytestmark = [needs_mosquitto]
 SCHEMA = json.loads((ROOT / "edge_agent" / "schemas" / "alert.schema.json").read_text())
-T0 = 1_767_225_600.0
-TOPIC = "robots/{}/joints/{}/telemetry"
 
 
 def wait_offline(recorder: Recorder) -> None:
@@ -32,11 +29,6 @@ def wait_offline(recorder: Recorder) -> None:
     wait_until(lambda: [m.payload for m in recorder.on(
         "edge-anomaly/agents/test-agent/availability")][-1:] == [b"offline"], 10,
         "the agent's offline message")
-
-
-def fault_run(seed: int, fault: Fault | None, n: int = 2000):
-    sim = simulate(n, 0.1, seed=seed, faults=[fault] if fault else [])
-    return sim.values, T0 + sim.t
 
 
 def test_a_fault_gives_the_exact_alert_episode(broker: Mosquitto, tmp_path: Path) -> None:

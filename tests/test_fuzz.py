@@ -8,7 +8,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import sqlite3
 import subprocess
@@ -19,21 +18,14 @@ import pytest
 from edge_agent import snapshots
 from edge_agent.broker import Mosquitto
 from edge_agent.outbox import Outbox
-from edge_agent.simulator import FEATURES, Fault, simulate
-from tests.mqtt_helpers import (ROOT, AgentProcess, Publisher, Recorder, agent_config,
-                                expected_alerts, make_ca, needs_mosquitto, reading_payload,
-                                tls_mosquitto, wait_until)
+from edge_agent.simulator import FEATURES, Fault
+from tests.mqtt_helpers import (ROOT, TOPIC, AgentProcess, Publisher, Recorder, agent_config,
+                                expected_alerts, fault_run, make_ca, needs_mosquitto,
+                                reading_payload, tls_mosquitto, wait_until)
 
 pytestmark = [needs_mosquitto]
-T0 = 1_767_225_600.0
-TOPIC = "robots/{}/joints/{}/telemetry"
 AVAILABILITY = "edge-anomaly/agents/test-agent/availability"
 STATS = "edge-anomaly/agents/test-agent/stats"
-
-
-def stream(seed: int, fault: Fault | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    sim = simulate(n, 0.1, seed=seed, faults=[fault] if fault else [])
-    return sim.values, T0 + sim.t
 
 
 def messages(robot: str, values: np.ndarray, stamps: np.ndarray, rows: range):
@@ -64,7 +56,7 @@ def alert_events(recorder: Recorder, stream_id: str) -> list[tuple[str, str]]:
 def test_broker_restart_reconnects_resubscribes_and_loses_nothing(broker: Mosquitto,
                                                                  tmp_path: Path) -> None:
     config = agent_config(tmp_path / "agent.yaml", broker)
-    values, stamps = stream(5, Fault("bearing", 60, 40), 2000)
+    values, stamps = fault_run(5, Fault("bearing", 60, 40), 2000)
     expected = expected_alerts(config, values, stamps, "r1/j1")
     agent = AgentProcess(config)
     try:
@@ -100,7 +92,7 @@ def test_readings_and_alerts_flow_on_after_the_agent_was_away(broker: Mosquitto,
     session, QoS 1); its state snapshot makes the continuation exact — the open episode ends
     with an ``end``, never a second ``start``."""
     config = agent_config(tmp_path / "agent.yaml", broker)
-    values, stamps = stream(5, Fault("bearing", 60, 40), 2000)
+    values, stamps = fault_run(5, Fault("bearing", 60, 40), 2000)
     expected = expected_alerts(config, values, stamps, "r1/j1")
     recorder = Recorder(broker)
     publisher = Publisher(broker)
@@ -145,7 +137,7 @@ def test_outbox_is_bounded_dropping_oldest_updates_first(tmp_path: Path) -> None
 def test_alerts_left_unacknowledged_by_a_crash_are_sent_at_the_next_start(
         broker: Mosquitto, tmp_path: Path) -> None:
     config = agent_config(tmp_path / "agent.yaml", broker)
-    values, stamps = stream(5, Fault("bearing", 60, 40), 2000)
+    values, stamps = fault_run(5, Fault("bearing", 60, 40), 2000)
     recorder = Recorder(broker)
     agent = AgentProcess(config)
     agent.wait_log("subscribing to")
@@ -221,7 +213,7 @@ def test_a_burst_drops_by_policy_counts_per_stream_and_recovers(broker: Mosquitt
         publisher = Publisher(broker)
         burst = []
         for robot in range(20):
-            values, stamps = stream(100 + robot, None, 1500)
+            values, stamps = fault_run(100 + robot, None, 1500)
             burst += messages(f"b{robot}", values, stamps, range(1500))
         order = np.random.default_rng(0).permutation(len(burst))
         os.kill(agent.pid, signal.SIGSTOP)
@@ -233,7 +225,7 @@ def test_a_burst_drops_by_policy_counts_per_stream_and_recovers(broker: Mosquitt
         os.kill(agent.pid, signal.SIGCONT)
         assert frozen < 6, "the freeze itself must stay well inside the keepalive (10 s)"
         time.sleep(12)  # longer than the keepalive: the link must survive the flood
-        values, stamps = stream(7, Fault("bearing", 60, 40), 1500)
+        values, stamps = fault_run(7, Fault("bearing", 60, 40), 1500)
         for start in range(0, 1500, 50):  # a sensor's pace (~1,000/s), not a flood: the
             # 20-reading queue would rightly drop readings of a stream sent faster than the
             # worker takes them

@@ -15,26 +15,24 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from edge_agent import __version__
 from edge_agent.broker import Mosquitto, free_port
 from edge_agent.bundle import load_bundle
-from edge_agent.simulator import FEATURES, Fault, simulate
-from tests.mqtt_helpers import (ROOT, AgentProcess, Publisher, Recorder, agent_config,
-                                needs_mosquitto, reading_payload, wait_until)
+from edge_agent.simulator import FEATURES, Fault
+from tests.mqtt_helpers import (ROOT, TOPIC, AgentProcess, Publisher, Recorder, agent_config,
+                                fault_run, needs_mosquitto, reading_payload, wait_until)
 
 pytestmark = [needs_mosquitto]
-T0 = 1_767_225_600.0
 DEMO = ROOT / "edge_agent" / "demo_bundle"
 STATUS = "edge-anomaly/agents/test-agent/status"
 STATS = "edge-anomaly/agents/test-agent/stats"
 
 
 def readings(robot: str, seed: int, fault: Fault | None, rows: range, n: int = 2000):
-    sim = simulate(n, 0.1, seed=seed, faults=[fault] if fault else [])
-    return [(f"robots/{robot}/joints/j1/telemetry",
-             reading_payload(T0 + float(sim.t[i]), sim.values[i], FEATURES)) for i in rows]
+    values, stamps = fault_run(seed, fault, n)
+    return [(TOPIC.format(robot, "j1"), reading_payload(stamps[i], values[i], FEATURES))
+            for i in rows]
 
 
 class SystemdSide:

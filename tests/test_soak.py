@@ -21,11 +21,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.broker import Mosquitto
 from edge_agent.csvdata import parse_timestamp
 from edge_agent.simulator import FEATURES, Fault, simulate
-from tests.mqtt_helpers import (AgentProcess, Recorder, agent_config, needs_mosquitto,
+from tests.mqtt_helpers import (T0, AgentProcess, Recorder, agent_config, needs_mosquitto,
                                 reading_payload, wait_until)
 
 pytestmark = [needs_mosquitto, pytest.mark.soak]
-T0 = 1_767_225_600.0
 RATE_HZ = 25.0           # readings per second per stream (wall time)
 N = 1900                 # readings per stream: 76 s of wall time, 190 s simulated
 FAULTS = {"r1/j1": Fault("bearing", 50, 40), "r2/j1": Fault("stuck_sensor", 120, 30),
