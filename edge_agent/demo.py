@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -352,6 +353,10 @@ def _alive(pid: int) -> bool:
 
 def run(duration: float, speed: float, broker: str | None, summary_json: str | None,
         embedded: bool = False) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # a live display: each line as it happens, also through a pipe (tee, a test, a log)
+        # instead of in 8 KiB blocks
+        sys.stdout.reconfigure(line_buffering=True)
     demo = Demo(duration=duration, speed=speed, broker=broker, color=sys.stdout.isatty(),
                 embedded=embedded)
     summary = demo.run()
