@@ -3,8 +3,8 @@
 Threads and who does what (the gunicorn way: signal handlers only record the signal, the main
 loop acts on it):
 
-* paho's network thread: ``on_message`` maps the topic to a stream, parses the payload and
-  enqueues it — never blocks, never raises;
+* paho's network thread: ``on_messages`` maps each topic to a stream, parses the payload and
+  enqueues the batch's readings — never blocks, never raises;
 * the worker thread: model, scoring, alerts, publishing (:mod:`edge_agent.worker`);
 * the main thread: waits for signals and runs periodic duties.
 
@@ -24,7 +24,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import paho.mqtt.client as paho
 
 from . import __version__, metrics, snapshots
 from .alerts import AlertSettings
@@ -40,6 +39,7 @@ from .mqtt import MqttLink
 from .outbox import Outbox
 from .payloads import Topics, encode
 from .queueing import BoundedQueue
+from .readbuffer import Incoming
 from .stats import Stats
 from .systemd import Notifier, WatchdogGate
 from .topics import TopicMapper
@@ -146,7 +146,7 @@ class Agent:
         self.link = MqttLink(config.broker, config.client_id,
                              subscriptions=self.mapper.subscriptions(), qos=config.input.qos,
                              availability_topic=self.topics.availability,
-                             on_message=self.on_message, on_connected=self._on_connected,
+                             on_messages=self.on_messages, on_connected=self._on_connected,
                              on_published=self._on_published)
         self.output = MqttOutput(self.link, self.outbox, config.output.qos)
         ha = config.homeassistant
@@ -200,31 +200,33 @@ class Agent:
     def _on_published(self, mid: int) -> None:
         self.output.acknowledged(mid)
 
-    def on_message(self, message: paho.MQTTMessage) -> None:
-        """Map, parse, enqueue. Runs in paho's thread: cheap, never blocks, never raises."""
+    def on_messages(self, messages: list[Incoming]) -> None:
+        """Map, parse, enqueue a batch of messages. Runs in paho's thread: cheap, never blocks,
+        never raises."""
         stats = self.stats
-        stats.received += 1
+        stats.received += len(messages)
         if not self.accepting:
-            stats.deferred += 1
-            return  # not acknowledged: the broker redelivers it to the next session
-        topic = message.topic
-        route = self.mapper.match(topic)
-        qos = message.qos
-        if route is None:
-            stats.unknown_topic += 1
-            self.rejects.warning("unknown_topic", "ignoring topic %r: matches no input "
-                                 "pattern", topic)
-            self.link.ack(message.mid, qos)
-            return
-        parsed = self.parser.parse(message.payload)
-        if type(parsed) is str:
-            stats.rejected[parsed] += 1
-            self.rejects.warning(parsed, "rejected a reading on %r: %s", topic, parsed)
-            self.link.ack(message.mid, qos)
-            return
-        dropped = self.queue.put(Item(route.stream_id, topic, route.fields, parsed.values,
-                                      parsed.ts, time.time(), message.mid, qos))
-        if dropped is not None:
+            stats.deferred += len(messages)
+            return  # not acknowledged: the broker redelivers them to the next session
+        match, parse, now = self.mapper.match, self.parser.parse, time.time()
+        items = []
+        for topic, payload, qos, mid, _retain in messages:
+            route = match(topic)
+            if route is None:
+                stats.unknown_topic += 1
+                self.rejects.warning("unknown_topic", "ignoring topic %r: matches no input "
+                                     "pattern", topic)
+                self.link.ack(mid, qos)
+                continue
+            parsed = parse(payload)
+            if type(parsed) is str:
+                stats.rejected[parsed] += 1
+                self.rejects.warning(parsed, "rejected a reading on %r: %s", topic, parsed)
+                self.link.ack(mid, qos)
+                continue
+            items.append(Item(route.stream_id, topic, route.fields, parsed.values, parsed.ts,
+                              now, mid, qos))
+        for dropped in self.queue.put_many(items):
             stats.dropped[dropped.stream_id] += 1
             self.rejects.warning("queue_full", "queue full (%d): dropped a reading of stream "
                                  "%s (policy %s)", self.queue.max_size, dropped.stream_id,

@@ -4,10 +4,13 @@ Facts this module is built around:
 
 * subscriptions are made in ``on_connect``, so they come back after every reconnect;
 * paho's network thread runs the callbacks; an exception there kills that thread, so the
-  callbacks given to :class:`MqttLink` must not raise (``on_message`` only parses and enqueues);
+  callbacks given to :class:`MqttLink` must not raise (``on_messages`` only parses and enqueues);
 * reconnection is paho's own loop with an exponential backoff between ``reconnect_min_s`` and
   ``reconnect_max_s``; refused connections (bad credentials, untrusted certificate) are logged
   with a clear reason and retried with the same backoff, never a crash loop;
+* readings reach the agent in batches (``on_messages`` gets a list of
+  :class:`~edge_agent.readbuffer.Incoming`): whole PUBLISH packets taken from one socket read
+  at a time, or a single one that paho decoded itself;
 * incoming QoS 1 readings are acknowledged by the agent (``manual_ack``) only once handled, so a
   reading in the agent's queue when it stops is redelivered by the broker next time (persistent
   session) instead of being lost;
@@ -31,25 +34,25 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 from .config import BrokerConfig, read_secret
-from .readbuffer import BufferedClient
+from .readbuffer import BufferedClient, Incoming
 
 log = logging.getLogger("edge_agent.mqtt")
 
-MessageHandler = Callable[[paho.MQTTMessage], None]
+MessagesHandler = Callable[[list[Incoming]], None]
 
 
 class MqttLink:
     """One broker connection shared by the receiving and the publishing side of the agent."""
 
     def __init__(self, config: BrokerConfig, client_id: str, *, subscriptions: list[str],
-                 qos: int, availability_topic: str, on_message: MessageHandler,
+                 qos: int, availability_topic: str, on_messages: MessagesHandler,
                  on_connected: Callable[[], None] | None = None,
                  on_published: Callable[[int], None] | None = None) -> None:
         self.config = config
         self.subscriptions = subscriptions
         self.qos = qos
         self.availability_topic = availability_topic
-        self._on_message = on_message
+        self._on_messages = on_messages
         self._on_connected = on_connected
         self._on_published = on_published
         self.connected = threading.Event()
@@ -90,6 +93,7 @@ class MqttLink:
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_message = self._handle_message
+        self.client.on_publishes = self._handle_publishes
         self.client.on_connect_fail = self._handle_connect_fail
         self.client.on_publish = self._handle_publish
 
@@ -168,10 +172,14 @@ class MqttLink:
 
     def _handle_message(self, client: paho.Client, userdata: Any,
                         message: paho.MQTTMessage) -> None:
+        self._handle_publishes([Incoming.from_message(message)])
+
+    def _handle_publishes(self, messages: list[Incoming]) -> None:
         try:
-            self._on_message(message)
+            self._on_messages(messages)
         except Exception:  # noqa: BLE001 - last line of defence for paho's thread
-            log.exception("message handler failed on topic %r", message.topic)
+            log.exception("message handler failed on a batch of %d from topic %r",
+                          len(messages), messages[0].topic)
 
 
 def probe(config: BrokerConfig, timeout: float = 3.0) -> str:

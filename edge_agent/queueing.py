@@ -1,19 +1,20 @@
 """The bounded hand-over between paho's network thread and the worker.
 
-``put`` never blocks (the network thread must keep reading the socket and answering keepalives
-whatever the worker is doing): when the queue is full it drops the oldest or the newest reading
-and returns it so the caller can count the drop against its stream. ``get_batch`` hands the
-worker everything waiting (up to a limit) under one lock, so the per-reading cost of the
-hand-over stays small at high rates.
+``put_many`` never blocks (the network thread must keep reading the socket and answering
+keepalives whatever the worker is doing): when the queue is full it drops the oldest or the
+newest readings and returns them so the caller can count each drop against its stream.
+Readings cross in batches both ways — ``put_many`` takes those of one socket read, ``get_batch``
+hands the worker everything waiting (up to a limit) — each under one lock, so the per-reading
+cost of the hand-over stays small at high rates.
 
 >>> q = BoundedQueue(2, "drop_oldest")
->>> [q.put(i) for i in range(3)]
-[None, None, 0]
+>>> q.put_many([0, 1, 2])
+[0]
 >>> q.get_batch(10, timeout=0)
 [1, 2]
 >>> q = BoundedQueue(2, "drop_newest")
->>> [q.put(i) for i in range(3)], q.get_batch(10, timeout=0)
-([None, None, 2], [0, 1])
+>>> q.put_many([0, 1, 2]), q.put_many([3]), q.get_batch(10, timeout=0)
+([2], [3], [0, 1])
 """
 
 from __future__ import annotations
@@ -36,16 +37,26 @@ class BoundedQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: T) -> T | None:
-        """Add ``item``; returns the item dropped to make room (or ``item`` itself), if any."""
+    def put_many(self, batch: list[T]) -> list[T]:
+        """Add ``batch`` in order; returns the items dropped to make room (the oldest waiting,
+        or the newest of ``batch``, by policy), usually none."""
         with self._cond:
-            dropped = None
-            if len(self._items) >= self.max_size:
-                if not self.drop_oldest:
-                    return item
-                dropped = self._items.popleft()
-            self._items.append(item)
-            if self._waiting:
+            items = self._items
+            room = self.max_size - len(items)
+            dropped: list[T] = []
+            if len(batch) > room:
+                if self.drop_oldest:
+                    excess = len(batch) - room
+                    dropped = [items.popleft() for _ in range(min(excess, len(items)))]
+                    overflow = excess - len(dropped)  # the batch alone is larger than the queue
+                    if overflow:
+                        dropped += batch[:overflow]
+                        batch = batch[overflow:]
+                else:
+                    dropped = batch[max(room, 0):]
+                    batch = batch[:max(room, 0)]
+            items.extend(batch)
+            if self._waiting and items:
                 self._cond.notify()
             return dropped
 

@@ -1,5 +1,5 @@
 """Garbage in, nothing out: 10,000+ generated bad payloads through the agent's real message path
-(paho's on_message → topic mapper → parser → queue → worker) never raise, are all counted by
+(the agent's on_messages → topic mapper → parser → queue → worker) never raise, are all counted by
 reason, and leave the good stream's forecasts and scores exactly as a run without them."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from edge_agent import config as agent_config
 from edge_agent.app import Agent
 from edge_agent.messages import REASONS
+from edge_agent.readbuffer import Incoming
 from edge_agent.simulator import FEATURES, Fault, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,19 +37,12 @@ def make_agent(tmp: Path) -> Agent:
     return Agent(agent_config.load(path))
 
 
-def message(topic: str, payload: bytes, mid: int) -> paho.MQTTMessage:
-    msg = paho.MQTTMessage(mid=mid, topic=topic.encode())
-    msg.payload = payload
-    msg.qos = 1
-    return msg
-
-
 def run(agent: Agent, traffic: list[tuple[str, bytes]]) -> list[tuple[bytes, float | None]]:
-    """Push traffic through on_message and the worker; the good stream's state after each
+    """Push traffic through on_messages and the worker; the good stream's state after each
     good reading (forecast bytes, smoothed score)."""
     trace = []
     for mid, (topic, payload) in enumerate(traffic, start=1):
-        agent.on_message(message(topic, payload, mid))
+        agent.on_messages([Incoming(topic, payload, 1, mid)])
         for item in agent.queue.get_batch(10, timeout=0):
             agent.worker.handle(item)
             state = agent.worker.streams[item.stream_id]

@@ -11,10 +11,15 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt import _packet
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.broker import Mosquitto
-from edge_agent.readbuffer import CHUNK, BufferedClient
+from edge_agent.readbuffer import CHUNK, BufferedClient, Incoming, split_publishes
 from tests.mqtt_helpers import Publisher, needs_mosquitto, tls_mosquitto, wait_until
 
 
@@ -75,26 +80,127 @@ def test_a_read_larger_than_the_chunk_is_returned_in_pieces() -> None:
     there.close()
 
 
+# -- unit: PUBLISH packets taken apart as paho takes them apart -----------------------------------
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish(topic: bytes, payload: bytes, qos: int, mid: int, retain: bool, dup: bool,
+            props: Properties | None) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += mid.to_bytes(2, "big")
+    if props is not None:
+        body += props.pack()
+    body += payload
+    return bytes([0x30 | dup << 3 | qos << 1 | retain]) + varint(len(body)) + body
+
+
+def properties(expiry: int | None, content_type: str | None,
+               user: list[tuple[str, str]]) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    if expiry is not None:
+        props.MessageExpiryInterval = expiry
+    if content_type is not None:
+        props.ContentType = content_type
+    if user:
+        props.UserProperty = user
+    return props
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                max_size=12)  # MQTT strings may not hold U+0000
+packets = st.lists(st.tuples(
+    texts.filter(bool).map(str.encode), st.binary(max_size=300), st.integers(0, 1),
+    st.integers(1, 65535), st.booleans(), st.booleans(),
+    st.none() | st.integers(0, 2**32 - 1), st.none() | texts,
+    st.lists(st.tuples(texts, texts), max_size=2)), min_size=1, max_size=8)
+
+
+@given(packets=packets, v5=st.booleans(), cut=st.integers(0, 10_000))
+def test_publishes_split_exactly_as_paho_decodes_them(packets: list[Any], v5: bool,
+                                                     cut: int) -> None:
+    protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
+    wire, bounds, expected = b"", [0], []
+    for topic, payload, qos, mid, retain, dup, expiry, ctype, user in packets:
+        packet = publish(topic, payload, qos, mid, retain, dup,
+                         properties(expiry, ctype, user) if v5 else None)
+        length_bytes = len(varint(len(packet) - 1))
+        decoded = _packet.decode_publish(packet[0], packet[1 + length_bytes:], protocol)
+        expected.append(Incoming(decoded.topic.decode(), decoded.payload, decoded.qos,
+                                 decoded.mid, decoded.retain))
+        wire += packet
+        bounds.append(len(wire))
+    assert split_publishes(wire, 0, v5) == (expected, len(wire))
+    # bytes still in the socket: exactly the packets that are whole, ending on a boundary
+    cut %= len(wire) + 1
+    got, end = split_publishes(b"junk" + wire[:cut], 4, v5)
+    whole = max(i for i, b in enumerate(bounds) if b <= cut)
+    assert (got, end) == (expected[:whole], 4 + bounds[whole])
+
+
+@pytest.mark.parametrize("other, why", [
+    (b"\xd0\x00", "PINGRESP"), (b"\x40\x02\x00\x07", "PUBACK"),
+    (publish(b"a", b"x", 2, 9, False, False, None), "QoS 2"),
+    (b"\x30\xff\xff\xff\xff\x01", "a remaining length over four bytes"),
+    (b"\x30\x03\x00\x05a", "a topic longer than its packet"),
+    (b"\x30\x03\x00\x00x", "an empty topic (an MQTT 5 alias, or malformed)"),
+])
+def test_anything_but_a_plain_publish_is_left_to_paho(other: bytes, why: str) -> None:
+    first = publish(b"t", b"1", 0, 0, False, False, None)
+    wire = first + other + first
+    got, end = split_publishes(wire, 0, v5=False)
+    assert (len(got), end) == (1, len(first)), why
+
+
+def test_qos1_is_left_to_paho_unless_the_agent_acknowledges_itself() -> None:
+    wire = publish(b"t", b"1", 1, 7, False, False, None)
+    assert split_publishes(wire, 0, v5=False, qos1=False) == ([], 0)
+    assert split_publishes(wire, 0, v5=False) == ([Incoming("t", b"1", 1, 7)], len(wire))
+
+
 # -- against a real broker ---------------------------------------------------------------------
 
 class Subscriber:
-    """A BufferedClient that records every payload on ``data/#`` and counts socket reads."""
+    """A BufferedClient that records every payload on ``data/#`` and counts socket reads.
 
-    def __init__(self, broker: Mosquitto, tls_ca: Path | None = None) -> None:
+    ``batched``: take PUBLISH packets in batches (``on_publishes``, what the agent does), with
+    ``qos`` 1 acknowledged by the subscriber itself (``manual_ack``, as the agent does)."""
+
+    def __init__(self, broker: Mosquitto, tls_ca: Path | None = None, *, batched: bool = False,
+                 qos: int = 0, v5: bool = False) -> None:
         self.payloads: list[bytes] = []
+        self.batches: list[int] = []
         self.socket_reads = 0
         self._subscribed = threading.Event()
-        self.client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="buffered-sub")
+        self.client = BufferedClient(
+            CallbackAPIVersion.VERSION2, client_id="buffered-sub", manual_ack=qos > 0,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311)
         if tls_ca is not None:
             self.client.tls_set(ca_certs=str(tls_ca), cert_reqs=ssl.CERT_REQUIRED)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("data/#", qos=0)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("data/#", qos=qos)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_message = lambda c, u, m: self.payloads.append(m.payload)
+        self.client.on_message = lambda c, u, m: self._record([Incoming.from_message(m)])
+        if batched:
+            self.client.on_publishes = self._record
         self.client.reconnect_delay_set(1, 1)
         host = "localhost" if tls_ca is not None else broker.host
         self.client.connect(host, broker.port)
         self.client.loop_start()
         assert self._subscribed.wait(10), "could not subscribe"
+
+    def _record(self, messages: list[Incoming]) -> None:
+        self.batches.append(len(messages))
+        for m in messages:
+            self.payloads.append(m.payload)
+            if m.qos:
+                self.client.ack(m.mid, m.qos)
 
     def resubscribed(self) -> bool:
         return self._subscribed.is_set()
@@ -130,30 +236,30 @@ def payloads(n: int, start: int = 0) -> list[bytes]:
 
 
 def publish_while_blocked(broker: Mosquitto, sub: Subscriber, messages: list[bytes],
-                          tls_ca: Path | None = None) -> None:
-    """Publish ``messages`` (QoS 0) while the subscriber's network thread is held up in a
-    callback, so they pile up in its socket and must be taken apart from large reads."""
+                          tls_ca: Path | None = None, qos: int = 0) -> None:
+    """Publish ``messages`` while the subscriber's network thread is held up in a callback, so
+    they pile up in its socket and must be taken apart from large reads."""
     release = threading.Event()
     held = threading.Event()
-    original = sub.client.on_message
+    original = sub._record
 
-    def hold(c: Any, u: Any, m: paho.MQTTMessage) -> None:
-        original(c, u, m)
+    def hold(messages: list[Incoming]) -> None:
+        original(messages)
         if not held.is_set():
             held.set()
             release.wait(10)
 
-    sub.client.on_message = hold
+    sub._record = hold  # type: ignore[method-assign]
     pub = Publisher(broker, client_id="publisher", tls_ca=tls_ca)
     try:
         pub.send_all([("data/go", b"go")], qos=1)
         assert held.wait(10)
-        pub.send_all([(f"data/{i % 7}", p) for i, p in enumerate(messages)], qos=1)
+        pub.send_all([(f"data/{i % 7}", p) for i, p in enumerate(messages)], qos=max(qos, 1))
     finally:
         pub.close()
         release.set()
     wait_until(lambda: len(sub.payloads) >= len(messages) + 1, 30, "all messages")
-    sub.client.on_message = original
+    sub._record = original  # type: ignore[method-assign]
 
 
 @needs_mosquitto
@@ -169,6 +275,22 @@ def test_every_message_arrives_whole_in_order_from_few_reads(count_reads) -> Non
     assert sub.payloads == [b"go"] + sent
     # paho alone reads at least three times per message (command byte, length, body)
     assert sub.socket_reads < len(sent) / 3
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("qos, v5", [(0, False), (1, False), (0, True), (1, True)])
+def test_batched_publishes_arrive_whole_in_order_and_acknowledged(qos: int, v5: bool) -> None:
+    with Mosquitto() as broker:
+        sub = Subscriber(broker, batched=True, qos=qos, v5=v5)
+        sent = payloads(1500)
+        try:
+            publish_while_blocked(broker, sub, sent, qos=qos)
+        finally:
+            sub.close()
+    # with QoS 1 the broker sends at most 100 unacknowledged messages (max_inflight_messages):
+    # all 1,500 arriving means every one was acknowledged
+    assert sub.payloads == [b"go"] + sent
+    assert max(sub.batches) > 50  # most of them crossed in batches, not one by one
 
 
 @needs_mosquitto
