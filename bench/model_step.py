@@ -117,7 +117,7 @@ def held_out(bundle: Bundle, joints: Sequence[int], readings: int, data_seed: in
         sim = simulate(readings, bundle.manifest.sample_period_s or 0.1,
                        seed=seed_offset + data_seed * 1000 + i,
                        params=training_joint(data_seed, i))
-        sequences.append(scale.forward(sim.values).astype(np.float32))
+        sequences.append(scale.forward_all(sim.values).astype(np.float32))
     return sequences
 
 

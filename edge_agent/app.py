@@ -43,7 +43,7 @@ from .readbuffer import Incoming
 from .stats import Stats
 from .systemd import Notifier, WatchdogGate
 from .topics import TopicMapper
-from .worker import Item, Worker
+from .worker import Item, Worker, ack_only
 
 log = logging.getLogger("edge_agent")
 
@@ -216,17 +216,22 @@ class Agent:
                 stats.unknown_topic += 1
                 self.rejects.warning("unknown_topic", "ignoring topic %r: matches no input "
                                      "pattern", topic)
-                self.link.ack(mid, qos)
+                if qos:  # acknowledged in its turn, after the readings before it
+                    items.append(ack_only(topic, mid, qos))
                 continue
             parsed = parse(payload)
             if type(parsed) is str:
                 stats.rejected[parsed] += 1
                 self.rejects.warning(parsed, "rejected a reading on %r: %s", topic, parsed)
-                self.link.ack(mid, qos)
+                if qos:
+                    items.append(ack_only(topic, mid, qos))
                 continue
             items.append(Item(route.stream_id, topic, route.fields, parsed.values, parsed.ts,
                               now, mid, qos))
         for dropped in self.queue.put_many(items):
+            if dropped.values is None:  # an acknowledgement waiting its turn: send it now
+                self.link.ack(dropped.mid, dropped.qos)
+                continue
             stats.dropped[dropped.stream_id] += 1
             self.rejects.warning("queue_full", "queue full (%d): dropped a reading of stream "
                                  "%s (policy %s)", self.queue.max_size, dropped.stream_id,
@@ -438,6 +443,7 @@ class Agent:
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         snapshot = self.stats_snapshot()
-        log.info("stopped: %d received, %d processed, %d rejected, %d dropped, alerts %s",
-                 snapshot["received"], snapshot["processed"], snapshot["rejected_total"],
-                 snapshot["dropped"], snapshot["alerts"] or "none")
+        log.info("stopped: %d received, %d processed, %d rejected, %d dropped, not admitted %s, "
+                 "alerts %s", snapshot["received"], snapshot["processed"],
+                 snapshot["rejected_total"], snapshot["dropped"],
+                 snapshot["admission"] or "none", snapshot["alerts"] or "none")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -357,6 +358,9 @@ def run(duration: float, speed: float, broker: str | None, summary_json: str | N
         # a live display: each line as it happens, also through a pipe (tee, a test, a log)
         # instead of in 8 KiB blocks
         sys.stdout.reconfigure(line_buffering=True)
+    # Ctrl-C stops the demo cleanly even when it was started as a background job of a script,
+    # which inherits SIGINT ignored (Python then installs no KeyboardInterrupt handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     demo = Demo(duration=duration, speed=speed, broker=broker, color=sys.stdout.isatty(),
                 embedded=embedded)
     summary = demo.run()

@@ -18,7 +18,7 @@ Order of work for one reading of a stream:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from . import alerts as episodes
 from .alerts import AlertSettings, EventType
 from .bundle import Bundle
 from .model import StatefulModel
-from .normalise import Baseline, Normaliser, Scale
+from .normalise import Baseline, Normaliser, Scale, Vector
 from .scoring import Scorer, ScoreState
 from .streams import Admission, StreamState, admit
 
@@ -80,9 +80,9 @@ class Outcome(NamedTuple):
     score: float | None = None
     raw_score: float | None = None
     alerts: tuple[Alert, ...] = ()
-    errors: np.ndarray | None = None
-    shift: np.ndarray | None = None
-    prediction: np.ndarray | None = None
+    errors: Vector | None = None
+    shift: Vector | None = None
+    prediction: Vector | None = None
     scale: Scale | None = None
 
     @property
@@ -136,7 +136,7 @@ class Detector:
         state.resets += 1
         return ended
 
-    def _learn_baseline(self, state: StreamState, values: np.ndarray) -> None:
+    def _learn_baseline(self, state: StreamState, values: Vector) -> None:
         baseline = state.baseline
         assert baseline is not None
         baseline.add(values)
@@ -148,9 +148,14 @@ class Detector:
         state.anchor = state.scale.forward(baseline.mean)
 
     # -- one reading -----------------------------------------------------------------------
-    def process(self, state: StreamState, values: np.ndarray, ts: float,
+    def process(self, state: StreamState, values: Sequence[float], ts: float,
                 has_own_timestamp: bool = True) -> Outcome:
-        """Feed one raw reading (one float per feature, in manifest order) to its stream."""
+        """Feed one raw reading (one float per feature, in manifest order) to its stream.
+
+        ``values`` is best a list of floats (what the payload parser gives); anything else
+        (a numpy row of a recording) is converted first."""
+        if type(values) is not list:
+            values = np.asarray(values, dtype=np.float64).tolist()
         admission = admit(state, ts, has_own_timestamp, self.settings.gap_reset_s)
         if admission is Admission.DUPLICATE or admission is Admission.OUT_OF_ORDER:
             return Outcome(admission, self.status(state))
@@ -193,23 +198,25 @@ class Detector:
         if state.warmup_left > 0:
             state.warmup_left -= 1
         forecast = self.model.step(x, state.lstm)
-        state.prediction = x + forecast if self.outputs_change else forecast
+        state.prediction = ([a + b for a, b in zip(x, forecast)] if self.outputs_change
+                            else forecast)
         if learning or state.warmup_left > 0 or prediction is None:
             status: Status = "warming_up"
         else:
             status = "anomalous" if state.episode.active else "normal"
         return Outcome(admission, status, score, raw, events, z, shift, prediction, scale)
 
-    def _contributions(self, state: StreamState, values: np.ndarray, forecast: np.ndarray,
-                       z: np.ndarray, shift: np.ndarray | None) -> tuple[Contribution, ...]:
+    def _contributions(self, state: StreamState, values: Vector, forecast: np.ndarray,
+                       errors: Vector, shift: Vector | None) -> tuple[Contribution, ...]:
         """The top features, each judged by the larger of its two parts: against the forecast
         (a surprise) or against the stream's baseline (a level shift)."""
         baseline = state.score.baseline
+        z = np.abs(errors)
         if shift is None or baseline is None or state.scale is None:
-            strength, expected, basis = np.abs(z), forecast, ["forecast"] * len(z)
+            strength, expected, basis = z, forecast, ["forecast"] * len(z)
         else:
-            level = np.abs(shift) > np.abs(z)
-            strength = np.where(level, np.abs(shift), np.abs(z))
+            level = np.abs(shift) > z
+            strength = np.where(level, np.abs(shift), z)
             expected = np.where(level, state.scale.inverse(baseline), forecast)
             basis = ["baseline" if flag else "forecast" for flag in level]
         return tuple(Contribution(self.features[i], float(values[i]), float(expected[i]),
@@ -226,8 +233,8 @@ class Detector:
         return "anomalous" if state.episode.active else "normal"
 
     def _event(self, state: StreamState, kind: EventType, at: float, score: float | None = None,
-               values: np.ndarray | None = None, forecast: np.ndarray | None = None,
-               z: np.ndarray | None = None, shift: np.ndarray | None = None,
+               values: Vector | None = None, forecast: np.ndarray | None = None,
+               z: Vector | None = None, shift: Vector | None = None,
                reason: str | None = None) -> Alert:
         ep = state.episode
         top: tuple[Contribution, ...] = ()

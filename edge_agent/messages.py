@@ -13,8 +13,8 @@ Accepted payloads, both UTF-8 JSON:
 
 >>> p = PayloadParser(["a", "b"], PayloadConfig())
 >>> p.parse(b'{"a": 1, "b": 2.5, "ts": 10}')
-Reading(values=array([1. , 2.5]), ts=10.0)
->>> p.parse(b'[1, 2]').values.tolist()
+Reading(values=[1.0, 2.5], ts=10.0)
+>>> p.parse(b'[1, 2]').values
 [1.0, 2.0]
 >>> [p.parse(x) for x in (b'\\xff', b'{', b'{"a": 1}', b'[1, "x"]', b'[1, NaN]', b'[1]')]
 ['not_utf8', 'invalid_json', 'missing_field', 'non_numeric', 'not_finite', 'wrong_length']
@@ -26,7 +26,6 @@ import json
 import math
 from typing import Any, NamedTuple, Sequence
 
-import numpy as np
 
 from .config import PayloadConfig
 from .csvdata import epoch_seconds, parse_timestamp
@@ -37,7 +36,7 @@ REASONS = ("oversize", "not_utf8", "invalid_json", "wrong_type", "missing_field"
 
 
 class Reading(NamedTuple):
-    values: np.ndarray
+    values: list[float]  # one finite float per feature, in the model's order
     ts: float | None
 
 
@@ -97,7 +96,7 @@ class PayloadParser:
             for value in raw:
                 if _number(value) == "not_finite":
                     return "not_finite"
-        return Reading(np.array(raw, dtype=np.float64), ts)
+        return Reading(list(map(float, raw)), ts)
 
     def _from_array(self, data: list[Any]) -> Reading | str:
         if len(data) != len(self.keys):

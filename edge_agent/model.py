@@ -134,18 +134,18 @@ class StatefulModel:
         """A fresh state for a new or reset stream (a copy the caller owns)."""
         return [z.copy() for z in self._zero]
 
-    def step(self, x: np.ndarray, state: State) -> np.ndarray:
+    def step(self, x: Sequence[float], state: State) -> list[float]:
         """Advance ``state`` by one normalised reading; return the forecast of the next one
-        (float64, one value per feature)."""
+        (one float per feature)."""
         interp = self._interp
         set_tensor, get_tensor = interp.set_tensor, interp.get_tensor
         for index, value in zip(self._state_idx, state):
             set_tensor(index, value)
-        set_tensor(self._in, x.astype(np.float32).reshape(self._in_shape))
+        set_tensor(self._in, np.array(x, dtype=np.float32).reshape(self._in_shape))
         interp.invoke()
         for i, index in enumerate(self._state_idx):
             state[i] = get_tensor(index)
-        return get_tensor(self._out).reshape(-1).astype(np.float64)
+        return get_tensor(self._out).reshape(-1).tolist()
 
     def run(self, xs: np.ndarray, state: State | None = None) -> np.ndarray:
         """Forecasts for a whole normalised sequence, stepped one reading at a time."""

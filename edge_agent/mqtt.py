@@ -11,9 +11,9 @@ Facts this module is built around:
 * readings reach the agent in batches (``on_messages`` gets a list of
   :class:`~edge_agent.readbuffer.Incoming`): whole PUBLISH packets taken from one socket read
   at a time, or a single one that paho decoded itself;
-* incoming QoS 1 readings are acknowledged by the agent (``manual_ack``) only once handled, so a
-  reading in the agent's queue when it stops is redelivered by the broker next time (persistent
-  session) instead of being lost;
+* incoming QoS 1 readings are acknowledged by the agent (``manual_ack``), in the order they came,
+  only once handled, so a reading in the agent's queue when it stops is redelivered by the
+  broker next time (persistent session) instead of being lost;
 * the socket is read 64 KiB at a time (:mod:`edge_agent.readbuffer`), not a few bytes per
   system call as paho does, which spares the network thread most GIL hand-overs;
 * the agent's availability is ``online`` (retained) after each connect and ``offline`` as the

@@ -8,15 +8,23 @@ first ``baseline_readings`` readings (Welford's algorithm, constant memory) and 
 with those. ``min_std`` floors the spread so a flat baseline cannot blow inputs up, and inputs
 are clipped to ``±clip`` so one wild reading cannot drive the network far outside what it saw
 in training.
+
+Readings are small (a few features) and every one goes through here, so the per-reading maths
+is done on lists of Python floats in one loop per step: each numpy call costs about a
+microsecond whatever its size, several times the arithmetic on four values. The operations
+are the same IEEE double operations numpy does element by element, so results are the same bits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from .bundle import Normalisation
+
+Vector = list[float]  # one float per feature, in manifest order
 
 
 @dataclass(slots=True)
@@ -25,49 +33,77 @@ class Baseline:
 
     >>> b = Baseline.empty(1)
     >>> for v in (1.0, 2.0, 3.0):
-    ...     b.add(np.array([v]))
-    >>> float(b.mean[0]), round(float(b.std(np.array([0.0]))[0]), 4)
+    ...     b.add([v])
+    >>> b.mean[0], round(float(b.std(np.array([0.0]))[0]), 4)
     (2.0, 0.8165)
     """
 
     count: int
-    mean: np.ndarray
-    m2: np.ndarray
+    mean: Vector
+    m2: Vector
 
     @classmethod
     def empty(cls, n_features: int) -> "Baseline":
-        return cls(0, np.zeros(n_features), np.zeros(n_features))
+        return cls(0, [0.0] * n_features, [0.0] * n_features)
 
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: Vector) -> None:
+        """Welford's update: ``delta = x - mean``, ``mean += delta / n``,
+        ``m2 += delta * (x - mean)``, per feature."""
         self.count += 1
-        delta = x - self.mean
-        self.mean = self.mean + delta / self.count
-        self.m2 = self.m2 + delta * (x - self.mean)
+        n = self.count
+        mean, m2 = [], []
+        for v, old, spread in zip(x, self.mean, self.m2):
+            delta = v - old
+            new = old + delta / n
+            mean.append(new)
+            m2.append(spread + delta * (v - new))
+        self.mean, self.m2 = mean, m2
 
     def std(self, floor: np.ndarray) -> np.ndarray:
-        var = self.m2 / max(self.count, 1)
+        var = np.asarray(self.m2) / max(self.count, 1)
         return np.maximum(np.sqrt(var), floor)
 
 
 class Scale:
-    """A fixed affine map raw → normalised: ``(x - mean) / std``, clipped to ``±clip``."""
+    """A fixed affine map raw → normalised: ``(x - mean) / std``, clipped to ``±clip``.
 
-    __slots__ = ("mean", "std", "clip", "_inv_std")
+    >>> s = Scale(np.array([1.0, 0.0]), np.array([2.0, 0.5]), clip=3.0)
+    >>> s.forward([5.0, -9.0]), s.inverse([2.0, -3.0]).tolist()
+    ([2.0, -3.0], [5.0, -1.5])
+    >>> s.forward_all(np.array([[5.0, -9.0], [1.0, 0.25]])).tolist()
+    [[2.0, -3.0], [0.0, 0.5]]
+    """
+
+    __slots__ = ("mean", "std", "clip", "_mean", "_inv_std")
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, clip: float) -> None:
         self.mean = mean
         self.std = std
         self.clip = clip
-        self._inv_std = 1.0 / std
+        self._mean: Vector = np.asarray(mean, dtype=np.float64).tolist()
+        self._inv_std: Vector = (1.0 / np.asarray(std, dtype=np.float64)).tolist()
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        z = (x - self.mean) * self._inv_std
+    def forward(self, x: Sequence[float]) -> Vector:
+        high = self.clip
+        low = -high
+        out = []
+        for v, m, inv in zip(x, self._mean, self._inv_std):
+            z = (v - m) * inv
+            out.append(high if z > high else low if z < low else z)
+        return out
+
+    def forward_all(self, rows: np.ndarray) -> np.ndarray:
+        """:meth:`forward` for a whole recording at once (rows × features; the trainer): the
+        same operations, so the same bits."""
+        z = (np.asarray(rows, dtype=np.float64) - np.asarray(self._mean)) * np.asarray(
+            self._inv_std)
         np.minimum(z, self.clip, out=z)
         np.maximum(z, -self.clip, out=z)
         return z
 
-    def inverse(self, z: np.ndarray) -> np.ndarray:
-        return z * self.std + self.mean
+    def inverse(self, z: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Normalised values back in raw units (for alerts and reports: numpy is fine)."""
+        return np.asarray(z) * self.std + self.mean
 
 
 class Normaliser:
@@ -86,4 +122,4 @@ class Normaliser:
 
     def scale_from(self, baseline: Baseline) -> Scale:
         """The scale of a stream whose baseline is complete."""
-        return Scale(baseline.mean.copy(), baseline.std(self.min_std), self.params.clip)
+        return Scale(np.array(baseline.mean), baseline.std(self.min_std), self.params.clip)

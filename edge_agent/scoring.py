@@ -23,18 +23,21 @@ The score has two parts, each about 1 on normal data:
   of it, and holds still while the feature is further away.
 
 The score is the larger of the two.
+
+Like :mod:`edge_agent.normalise`, the per-reading maths runs on lists of Python floats, one loop
+per step (same IEEE operations as numpy element by element, without its per-call cost).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from .bundle import Scoring
-
-_add_reduce = np.add.reduce
+from .normalise import Vector
 
 
 @dataclass(slots=True)
@@ -43,8 +46,8 @@ class ScoreState:
     baseline, all normalised (``None`` = unset)."""
 
     smoothed: float | None = None
-    level: np.ndarray | None = None
-    baseline: np.ndarray | None = None
+    level: Vector | None = None
+    baseline: Vector | None = None
 
 
 class Scorer:
@@ -53,8 +56,8 @@ class Scorer:
     >>> from edge_agent.bundle import Scoring, Smoothing, Threshold
     >>> s = Scorer(Scoring(error_scale=[1.0, 2.0], smoothing=Smoothing(alpha=0.5),
     ...                    threshold=Threshold(enter=3, exit=2, method="fixed")))
-    >>> z = s.errors(np.array([1.0, 4.0]), np.array([0.0, 0.0]))
-    >>> z.tolist(), s.raw(z)
+    >>> z = s.errors([1.0, 4.0], [0.0, 0.0])
+    >>> z, s.raw(z)
     ([1.0, 2.0], 1.5811388300841898)
     >>> st = ScoreState()
     >>> s.smooth(st, 2.0), s.smooth(st, 4.0)
@@ -63,28 +66,29 @@ class Scorer:
 
     def __init__(self, params: Scoring) -> None:
         self.params = params
-        self.inv_scale = 1.0 / np.asarray(params.error_scale, dtype=np.float64)
+        self.inv_scale: Vector = (1.0 / np.asarray(params.error_scale, dtype=np.float64)).tolist()
         self.alpha = params.smoothing.alpha
         level = params.level
         self.has_level = level is not None
         self.level_alpha = level.alpha if level is not None else 0.0
         self.track_alpha = level.track_alpha if level is not None else 0.0
         self.track_below = level.track_below if level is not None else 0.0
-        self.inv_level_scale = (1.0 / np.asarray(level.scale, dtype=np.float64)
-                                if level is not None else None)
+        self.inv_level_scale: Vector | None = (
+            (1.0 / np.asarray(level.scale, dtype=np.float64)).tolist() if level is not None
+            else None)
 
-    def errors(self, x: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    def errors(self, x: Vector, prediction: Vector) -> Vector:
         """Per-feature forecast errors in units of their normal spread."""
-        return (x - prediction) * self.inv_scale
+        return [(v - p) * inv for v, p, inv in zip(x, prediction, self.inv_scale)]
 
     @staticmethod
-    def raw(z: np.ndarray) -> float:
+    def raw(z: Vector) -> float:
         """Root mean square of per-feature values (about 1 on normal data).
 
-        A sum of squares (``np.add.reduce``, what ``np.sum`` calls, without its ~5 µs of
-        argument handling), not ``np.dot``: numpy hands dot products to the platform's BLAS,
-        which rounds differently on arm64 and x86; this way a Pi computes the same bits."""
-        return math.sqrt(float(_add_reduce(z * z)) / z.shape[0])
+        A plain sum of squares in feature order, not ``np.dot``: numpy hands dot products to
+        the platform's BLAS, which rounds differently on arm64 and x86; this way a Pi computes
+        the same bits."""
+        return math.sqrt(sum([v * v for v in z]) / len(z))
 
     def smooth(self, state: ScoreState, raw: float) -> float:
         """The stream's smoothed forecast surprise after one more raw score."""
@@ -92,25 +96,32 @@ class Scorer:
         state.smoothed = raw if previous is None else previous + self.alpha * (raw - previous)
         return state.smoothed
 
-    def level_shift(self, state: ScoreState, x: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    def level_shift(self, state: ScoreState, x: Vector, anchor: Vector) -> Vector:
         """Per-feature distance of the stream's recent mean from its baseline (``anchor`` at
-        first; then, with ``track_alpha``, following each feature slowly while it is close)."""
+        first; then, with ``track_alpha``, following each feature slowly while it is close).
+
+        Per feature: ``recent += level_alpha * (x - recent)``, ``shift = (recent - baseline) /
+        level_scale``, and if ``|shift| < track_below``: ``baseline += track_alpha * (x -
+        baseline)``."""
         inv_scale = self.inv_level_scale
         assert inv_scale is not None
-        recent, baseline = state.level, state.baseline
-        if recent is None:  # a (re)started stream's recent mean begins at its baseline
-            recent = anchor
-        if baseline is None:
-            baseline = anchor
-        recent = recent + self.level_alpha * (x - recent)
-        shift = (recent - baseline) * inv_scale
-        if self.track_alpha > 0.0:
-            near = np.abs(shift) < self.track_below  # features close enough to follow
-            baseline = baseline + (self.track_alpha * near) * (x - baseline)
+        old_recent = state.level if state.level is not None else anchor  # a (re)started
+        old_baseline = state.baseline if state.baseline is not None else anchor  # stream
+        alpha, track, below = self.level_alpha, self.track_alpha, self.track_below
+        recent, baseline, shift = [], [], []
+        for v, r, b, inv in zip(x, old_recent, old_baseline, inv_scale):
+            r = r + alpha * (v - r)
+            d = (r - b) * inv
+            if track > 0.0 and abs(d) < below:
+                b = b + track * (v - b)
+            recent.append(r)
+            baseline.append(b)
+            shift.append(d)
         state.level, state.baseline = recent, baseline
         return shift
 
-    def top_features(self, contributions: np.ndarray, k: int | None = None) -> list[int]:
+    def top_features(self, contributions: Sequence[float] | np.ndarray, k: int | None = None
+                     ) -> list[int]:
         """Indices of the features contributing most, largest first."""
         k = self.params.top_features if k is None else k
         return [int(i) for i in np.argsort(-np.abs(contributions), kind="stable")[:k]]

@@ -56,7 +56,7 @@ class Restored:
     status: str | None
 
 
-def _array(value: np.ndarray | None) -> dict[str, Any] | None:
+def _array(value: np.ndarray | list[float] | None) -> dict[str, Any] | None:
     """An array as its exact bytes (base64): compact, and bit for bit."""
     if value is None:
         return None
@@ -70,6 +70,12 @@ def _unarray(value: dict[str, Any] | None) -> np.ndarray | None:
         return None
     raw = base64.b64decode(value["b64"], validate=True)
     return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).copy()
+
+
+def _unlist(value: dict[str, Any] | None) -> list[float] | None:
+    """A per-feature vector (kept as a list of floats in memory) from its exact bytes."""
+    array = _unarray(value)
+    return None if array is None else array.astype(np.float64).reshape(-1).tolist()
 
 
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
@@ -105,16 +111,16 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     state.warmup_left = int(data["warmup_left"])
     if data["baseline"] is not None and state.baseline is not None:
         b = data["baseline"]
-        state.baseline = Baseline(int(b["count"]), _unarray(b["mean"]), _unarray(b["m2"]))
+        state.baseline = Baseline(int(b["count"]), _unlist(b["mean"]), _unlist(b["m2"]))
         if state.baseline.count >= detector.normaliser.baseline_readings:
             if detector.normaliser.per_stream:
                 state.scale = detector.normaliser.scale_from(state.baseline)
             assert state.scale is not None
             state.anchor = state.scale.forward(state.baseline.mean)
-    state.prediction = _unarray(data["prediction"])
+    state.prediction = _unlist(data["prediction"])
     state.last_ts = data["last_ts"]
-    state.score = ScoreState(data["score"]["smoothed"], _unarray(data["score"]["level"]),
-                             _unarray(data["score"].get("baseline")))
+    state.score = ScoreState(data["score"]["smoothed"], _unlist(data["score"]["level"]),
+                             _unlist(data["score"].get("baseline")))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

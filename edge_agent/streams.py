@@ -18,7 +18,7 @@ from enum import Enum
 import numpy as np
 
 from .alerts import EpisodeState
-from .normalise import Baseline, Scale
+from .normalise import Baseline, Scale, Vector
 from .scoring import ScoreState
 
 
@@ -38,8 +38,8 @@ class StreamState:
     warmup_left: int
     baseline: Baseline | None = None
     scale: Scale | None = None
-    anchor: np.ndarray | None = None
-    prediction: np.ndarray | None = None
+    anchor: Vector | None = None  # the normalised baseline mean, once the baseline is complete
+    prediction: Vector | None = None  # the normalised forecast of the next reading
     last_ts: float | None = None
     score: ScoreState = field(default_factory=ScoreState)
     episode: EpisodeState = field(default_factory=EpisodeState)

@@ -161,7 +161,7 @@ def run(csv_path: Path, bundle_path: Path | None = None, runtime_pref: str | Non
     #    the change is completed with the reading in float, as the detector does).
     model = StatefulModel(bundle.model_path, manifest.model, runtime)
     normaliser = Normaliser(manifest.normalisation)
-    xs = normaliser.global_scale.forward(values)
+    xs = normaliser.global_scale.forward_all(values)
     outputs = model.run(xs)
     forecasts = outputs + xs if manifest.architecture.output == "change" else outputs
 

@@ -68,16 +68,19 @@ def test_demo_with_the_embedded_broker(tmp_path: Path) -> None:
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     process = demo(tmp_path, "--duration", "60", "--speed", "5")
     deadline = time.monotonic() + 60
+    seen = []
     while not (tmp_path / "summary.json").exists() and time.monotonic() < deadline:
         line = process.stdout.readline().decode()  # type: ignore[union-attr]
+        seen.append(line)
         if line.startswith("agent: pid"):
             time.sleep(2)
             process.send_signal(signal.SIGINT)
             break
     out, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, out.decode()
+    output = "".join(seen) + out.decode()
+    assert process.returncode == 0, output
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["interrupted"] is True
+    assert summary["interrupted"] is True, output
     assert_nothing_left(summary)
 
 

@@ -37,7 +37,7 @@ def make_agent(tmp: Path) -> Agent:
     return Agent(agent_config.load(path))
 
 
-def run(agent: Agent, traffic: list[tuple[str, bytes]]) -> list[tuple[bytes, float | None]]:
+def run(agent: Agent, traffic: list[tuple[str, bytes]]) -> list[tuple[tuple[float, ...], float | None]]:
     """Push traffic through on_messages and the worker; the good stream's state after each
     good reading (forecast bytes, smoothed score)."""
     trace = []
@@ -45,14 +45,16 @@ def run(agent: Agent, traffic: list[tuple[str, bytes]]) -> list[tuple[bytes, flo
         agent.on_messages([Incoming(topic, payload, 1, mid)])
         for item in agent.queue.get_batch(10, timeout=0):
             agent.worker.handle(item)
+            if item.values is None:  # a rejected message, acknowledged in its turn
+                continue
             state = agent.worker.streams[item.stream_id]
             if item.stream_id == "r1/j1":
-                trace.append((state.prediction.tobytes(), state.score.smoothed))
+                trace.append((tuple(state.prediction), state.score.smoothed))
     return trace
 
 
 @pytest.fixture(scope="module")
-def clean_trace(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[bytes, float | None]]:
+def clean_trace(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[tuple[float, ...], float | None]]:
     agent = make_agent(tmp_path_factory.mktemp("clean"))
     trace = run(agent, [(GOOD_TOPIC, p) for p in GOOD])
     agent.outbox.close()

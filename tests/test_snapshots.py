@@ -52,9 +52,11 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path) -> None:
     for stream_id, entry in restored.items():
         live = worker.streams[stream_id]
         assert all(np.array_equal(a, b) for a, b in zip(entry.state.lstm, live.lstm))
-        assert np.array_equal(entry.state.prediction, live.prediction)
+        assert entry.state.prediction == live.prediction  # lists of floats, bit for bit
         assert entry.state.score.smoothed == live.score.smoothed
-        assert np.array_equal(entry.state.score.level, live.score.level)
+        assert entry.state.score.level == live.score.level
+        assert entry.state.score.baseline == live.score.baseline
+        assert entry.state.anchor == live.anchor
         assert entry.state.warmup_left == live.warmup_left == 0
         assert entry.state.last_ts == live.last_ts and entry.topic == worker.routes[stream_id][0]
 

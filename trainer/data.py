@@ -80,9 +80,9 @@ def normalise(recording: Recording, params: Normalisation,
     """
     normaliser = Normaliser(params)
     if not params.per_stream:
-        return normaliser.global_scale.forward(recording.values).astype(np.float32)
+        return normaliser.global_scale.forward_all(recording.values).astype(np.float32)
     source = baseline_from if baseline_from is not None else recording
     baseline = Baseline.empty(len(recording.features))
-    for row in source.values[: params.baseline_readings]:
+    for row in source.values[: params.baseline_readings].tolist():
         baseline.add(row)
-    return normaliser.scale_from(baseline).forward(recording.values).astype(np.float32)
+    return normaliser.scale_from(baseline).forward_all(recording.values).astype(np.float32)
