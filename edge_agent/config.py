@@ -51,9 +51,9 @@ class BrokerConfig(Section):
                                   "session is tied to it.")
     keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keepalive interval.")
     protocol: Literal["3.1.1", "5"] = Field("3.1.1", description=(
-        "MQTT protocol version. 3.1.1 by default: paho parses MQTT 5 properties on every "
-        "message, which costs the agent about 40% of its throughput (docs/benchmarks.md); "
-        "persistent sessions and shared subscriptions work with both on mosquitto."))
+        "MQTT protocol version. Both run at the same speed (the agent takes readings apart "
+        "itself and skips MQTT 5 properties; docs/benchmarks.md); persistent sessions and "
+        "shared subscriptions work with both on mosquitto."))
     session: Literal["persistent", "clean"] = Field("persistent", description=(
         "persistent: the broker keeps subscriptions and queues QoS 1 readings while the agent "
         "is away; clean: start afresh at every connection."))
