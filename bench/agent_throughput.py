@@ -57,6 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from edge_agent.readbuffer import encode_varint  # noqa: E402 (after the path is set)
+
 SUBSCRIPTION = "robots/+/joints/+/telemetry"
 AGENT_ID = "bench"
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the first reading's timestamp
@@ -97,15 +99,6 @@ def build_workload(streams: int, messages: int, seed: int = 1) -> list[tuple[str
 
 
 # -- raw MQTT 3.1.1 publishing --------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _utf8(text: str) -> bytes:
     data = text.encode()
     return len(data).to_bytes(2, "big") + data
@@ -113,13 +106,13 @@ def _utf8(text: str) -> bytes:
 
 def connect_packet(client_id: str, keepalive: int = 120) -> bytes:
     body = _utf8("MQTT") + bytes([4, 0x02]) + keepalive.to_bytes(2, "big") + _utf8(client_id)
-    return b"\x10" + _varint(len(body)) + body
+    return b"\x10" + encode_varint(len(body)) + body
 
 
 def publish_packet(topic: str, payload: bytes) -> bytes:
     """A QoS 0 PUBLISH (no packet id)."""
     body = _utf8(topic) + payload
-    return b"\x30" + _varint(len(body)) + body
+    return b"\x30" + encode_varint(len(body)) + body
 
 
 DISCONNECT = b"\xe0\x00"

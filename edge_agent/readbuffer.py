@@ -105,6 +105,23 @@ Incoming(topic='a/b', payload=b'1234', qos=0, mid=0, retain=False)], 22)
     return out, pos
 
 
+def encode_varint(n: int) -> bytes:
+    """An MQTT variable byte integer (what a remaining length is written as); the agent only
+    reads them, the benchmark's publisher and the tests write them.
+
+    >>> [encode_varint(n).hex() for n in (0, 127, 128, 16_383, 2_097_152)]
+    ['00', '7f', '8001', 'ff7f', '80808001']
+    >>> _varint(encode_varint(300) + b"rest", 0, 6)
+    (300, 2)
+    """
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def _varint(data: bytes, i: int, end: int) -> tuple[int, int]:
     """An MQTT variable byte integer at ``data[i:end]`` and the offset after it; ``(-1, i)``
     when it is incomplete or longer than the four bytes MQTT allows."""

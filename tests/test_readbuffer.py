@@ -19,7 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.broker import Mosquitto
-from edge_agent.readbuffer import CHUNK, BufferedClient, Incoming, split_publishes
+from edge_agent.readbuffer import (CHUNK, BufferedClient, Incoming, encode_varint,
+                                   split_publishes)
 from tests.mqtt_helpers import Publisher, needs_mosquitto, tls_mosquitto, wait_until
 
 
@@ -82,15 +83,6 @@ def test_a_read_larger_than_the_chunk_is_returned_in_pieces() -> None:
 
 # -- unit: PUBLISH packets taken apart as paho takes them apart -----------------------------------
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def publish(topic: bytes, payload: bytes, qos: int, mid: int, retain: bool, dup: bool,
             props: Properties | None) -> bytes:
     body = len(topic).to_bytes(2, "big") + topic
@@ -99,7 +91,7 @@ def publish(topic: bytes, payload: bytes, qos: int, mid: int, retain: bool, dup:
     if props is not None:
         body += props.pack()
     body += payload
-    return bytes([0x30 | dup << 3 | qos << 1 | retain]) + varint(len(body)) + body
+    return bytes([0x30 | dup << 3 | qos << 1 | retain]) + encode_varint(len(body)) + body
 
 
 def properties(expiry: int | None, content_type: str | None,
@@ -131,7 +123,7 @@ def test_publishes_split_exactly_as_paho_decodes_them(packets: list[Any], v5: bo
     for topic, payload, qos, mid, retain, dup, expiry, ctype, user in packets:
         packet = publish(topic, payload, qos, mid, retain, dup,
                          properties(expiry, ctype, user) if v5 else None)
-        length_bytes = len(varint(len(packet) - 1))
+        length_bytes = len(encode_varint(len(packet) - 1))
         decoded = _packet.decode_publish(packet[0], packet[1 + length_bytes:], protocol)
         expected.append(Incoming(decoded.topic.decode(), decoded.payload, decoded.qos,
                                  decoded.mid, decoded.retain))
