@@ -24,7 +24,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-
 from . import __version__, metrics, snapshots
 from .alerts import AlertSettings
 from .bundle import Bundle, load_bundle, state_carries_over
