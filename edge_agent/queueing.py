@@ -52,9 +52,8 @@ class BoundedQueue(Generic[T]):
                     if overflow:
                         dropped += batch[:overflow]
                         batch = batch[overflow:]
-                else:
-                    dropped = batch[max(room, 0):]
-                    batch = batch[:max(room, 0)]
+                else:  # room >= 0: the queue never holds more than max_size
+                    dropped, batch = batch[room:], batch[:room]
             items.extend(batch)
             if self._waiting and items:
                 self._cond.notify()

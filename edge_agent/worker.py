@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Protocol
 
-
+from . import snapshots
 from .detector import Alert, Detector
 from .homeassistant import Discovery
 from .payloads import Topics, alert_payload, encode
-from . import snapshots
 from .snapshots import Restored, encode_stream
 from .stats import Stats
 from .streams import Admission, StreamState
