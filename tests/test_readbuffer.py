@@ -11,7 +11,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -116,6 +116,8 @@ packets = st.lists(st.tuples(
 
 
 @given(packets=packets, v5=st.booleans(), cut=st.integers(0, 10_000))
+@example(packets=[(b"t", b"x" * 124, 0, 1, False, False, None, None, [])], v5=False, cut=129)
+@example(packets=[(b"t", b"x" * 125, 0, 1, False, False, None, None, [])], v5=False, cut=130)
 def test_publishes_split_exactly_as_paho_decodes_them(packets: list[Any], v5: bool,
                                                      cut: int) -> None:
     protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
@@ -123,8 +125,8 @@ def test_publishes_split_exactly_as_paho_decodes_them(packets: list[Any], v5: bo
     for topic, payload, qos, mid, retain, dup, expiry, ctype, user in packets:
         packet = publish(topic, payload, qos, mid, retain, dup,
                          properties(expiry, ctype, user) if v5 else None)
-        length_bytes = len(encode_varint(len(packet) - 1))
-        decoded = _packet.decode_publish(packet[0], packet[1 + length_bytes:], protocol)
+        body = 2 + next(i for i, byte in enumerate(packet[1:5]) if byte < 0x80)  # header's end
+        decoded = _packet.decode_publish(packet[0], packet[body:], protocol)
         expected.append(Incoming(decoded.topic.decode(), decoded.payload, decoded.qos,
                                  decoded.mid, decoded.retain))
         wire += packet
