@@ -136,12 +136,36 @@ class LevelScoring(Strict):
     track_below: float = Field(3.0, gt=0)
 
 
+class SeasonalScoring(Strict):
+    """The seasonal part of the score: how far a stream's recent readings are from what it
+    usually reads at this time of day (or week).
+
+    A period of ``period_s`` seconds is divided into ``slots``; a reading belongs to slot
+    ``floor((ts mod period_s) / period_s * slots)`` of its own timestamp (UTC). Each slot keeps
+    the stream's usual normalised reading there (its *profile*, first the first reading seen in
+    it, then an EWMA with weight ``profile_alpha``); the residual ``x - profile`` is smoothed with
+    ``alpha`` and divided by ``scale`` (its spread on normal data). Like the level baseline, a
+    slot's profile only follows a feature while that feature is within ``track_below``, so a
+    missing daily peak does not teach the profile to expect none tomorrow.
+    """
+
+    period_s: float = Field(gt=0)
+    slots: int = Field(ge=2)
+    alpha: float = Field(gt=0, le=1)
+    profile_alpha: float = Field(gt=0, le=1)
+    track_below: float = Field(gt=0)
+    scale: list[float]
+    autocorrelation: float | None = Field(None, description=(
+        "How strongly the training data repeated at this period (for the record)."))
+
+
 class Scoring(Strict):
     """Parameters of :mod:`edge_agent.scoring`; see there for the formula."""
 
     error_scale: list[float]
     smoothing: Smoothing
     level: LevelScoring | None = None
+    seasonal: SeasonalScoring | None = None
     threshold: Threshold
     top_features: int = Field(default=3, ge=1)
 
@@ -197,11 +221,18 @@ class Manifest(Strict):
                                  "features")
             if self.normalisation.baseline_readings < 1:
                 raise ValueError("scoring.level needs normalisation.baseline_readings >= 1")
+        seasonal = self.scoring.seasonal
+        if seasonal is not None and len(seasonal.scale) != n:
+            raise ValueError(f"scoring.seasonal.scale has {len(seasonal.scale)} values for {n} "
+                             "features")
         scales = self.normalisation.std + self.normalisation.min_std + self.scoring.error_scale
         if level is not None:
             scales = scales + level.scale
+        if seasonal is not None:
+            scales = scales + seasonal.scale
         if any(not s > 0 for s in scales):
-            raise ValueError("std, min_std, error_scale and level.scale must be positive")
+            raise ValueError("std, min_std, error_scale, level.scale and seasonal.scale must "
+                             "be positive")
         for name, spec in (("model", self.model), ("float_model", self.float_model)):
             if spec is None:
                 continue

@@ -49,9 +49,9 @@ class Contribution:
 
     feature: str
     observed: float
-    expected: float  # the forecast, or the baseline mean when the level shift dominates
-    z: float  # the larger of its forecast error and its level shift, in normal spreads
-    basis: str = "forecast"  # "forecast" or "baseline": what ``expected`` is
+    expected: float  # the forecast, the baseline mean or the slot's usual reading
+    z: float  # the largest of its forecast error, level and seasonal shift, in normal spreads
+    basis: str = "forecast"  # "forecast", "baseline" or "season": what ``expected`` is
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class Outcome(NamedTuple):
     shift: Vector | None = None
     prediction: Vector | None = None
     scale: Scale | None = None
+    seasonal: Vector | None = None
 
     @property
     def expected(self) -> np.ndarray | None:
@@ -120,7 +121,8 @@ class Detector:
         return state
 
     def reset(self, state: StreamState) -> Alert | None:
-        """Start the stream over (LSTM state, warm-up, score memory); keep its baseline.
+        """Start the stream over (LSTM state, warm-up, score memory); keep its baseline and
+        seasonal profile (slots follow timestamps, so a gap does not misalign them).
 
         Returns the ``end`` of an episode that was open, which the caller must publish.
         """
@@ -131,7 +133,7 @@ class Detector:
         state.lstm = self.model.zero_state()
         state.prediction = None
         state.warmup_left = self.settings.warmup_readings
-        state.score = ScoreState()
+        state.score = ScoreState(profile=state.score.profile)
         state.episode.above = state.episode.below = 0
         state.resets += 1
         return ended
@@ -176,7 +178,7 @@ class Detector:
         scale = state.scale
         assert scale is not None
         x = scale.forward(values)
-        score = raw = z = shift = None
+        score = raw = z = shift = season = None
         prediction = state.prediction
         if prediction is not None:
             scorer = self.scorer
@@ -188,13 +190,19 @@ class Detector:
                 level = scorer.raw(shift)
                 if level > score:
                     score = level
+            if scorer.has_seasonal:
+                season = scorer.seasonal_shift(state.score, x, ts)
+                if season is not None:
+                    seasonal = scorer.raw(season[0])
+                    if seasonal > score:
+                        score = seasonal
             if state.warmup_left == 0 and not learning:
                 kind = episodes.advance(state.episode, self.settings.alerts, score, ts,
                                         enter=self.enter, exit=self.exit,
                                         stream_id=state.stream_id)
                 if kind is not None:
                     events += (self._event(state, kind, ts, score, values,
-                                           scale.inverse(prediction), z, shift),)
+                                           scale.inverse(prediction), z, shift, season),)
         if state.warmup_left > 0:
             state.warmup_left -= 1
         forecast = self.model.step(x, state.lstm)
@@ -204,23 +212,29 @@ class Detector:
             status: Status = "warming_up"
         else:
             status = "anomalous" if state.episode.active else "normal"
-        return Outcome(admission, status, score, raw, events, z, shift, prediction, scale)
+        return Outcome(admission, status, score, raw, events, z, shift, prediction, scale,
+                       season[0] if season is not None else None)
 
     def _contributions(self, state: StreamState, values: Vector, forecast: np.ndarray,
-                       errors: Vector, shift: Vector | None) -> tuple[Contribution, ...]:
-        """The top features, each judged by the larger of its two parts: against the forecast
-        (a surprise) or against the stream's baseline (a level shift)."""
-        baseline = state.score.baseline
-        z = np.abs(errors)
-        if shift is None or baseline is None or state.scale is None:
-            strength, expected, basis = z, forecast, ["forecast"] * len(z)
-        else:
-            level = np.abs(shift) > z
-            strength = np.where(level, np.abs(shift), z)
-            expected = np.where(level, state.scale.inverse(baseline), forecast)
-            basis = ["baseline" if flag else "forecast" for flag in level]
+                       errors: Vector, shift: Vector | None,
+                       season: tuple[Vector, Vector] | None) -> tuple[Contribution, ...]:
+        """The top features, each judged by the largest of its parts: against the forecast
+        (a surprise), the stream's baseline (a level shift) or its usual reading at this time
+        of the period (a seasonal shift)."""
+        strength, expected = np.abs(errors), np.asarray(forecast, dtype=np.float64)
+        basis = np.array(["forecast"] * len(strength), dtype=object)
+        parts = []
+        if shift is not None and state.score.baseline is not None and state.scale is not None:
+            parts.append(("baseline", shift, state.scale.inverse(state.score.baseline)))
+        if season is not None and state.scale is not None:
+            parts.append(("season", season[0], state.scale.inverse(season[1])))
+        for name, part, reference in parts:
+            stronger = np.abs(part) > strength
+            strength = np.where(stronger, np.abs(part), strength)
+            expected = np.where(stronger, reference, expected)
+            basis[stronger] = name
         return tuple(Contribution(self.features[i], float(values[i]), float(expected[i]),
-                                  float(strength[i]), basis[i])
+                                  float(strength[i]), str(basis[i]))
                      for i in self.scorer.top_features(strength))
 
     @staticmethod
@@ -235,11 +249,12 @@ class Detector:
     def _event(self, state: StreamState, kind: EventType, at: float, score: float | None = None,
                values: Vector | None = None, forecast: np.ndarray | None = None,
                z: Vector | None = None, shift: Vector | None = None,
+               season: tuple[Vector, Vector] | None = None,
                reason: str | None = None) -> Alert:
         ep = state.episode
         top: tuple[Contribution, ...] = ()
         if z is not None and values is not None and forecast is not None:
-            top = self._contributions(state, values, forecast, z, shift)
+            top = self._contributions(state, values, forecast, z, shift, season)
         if score is None:
             score = state.score.smoothed if state.score.smoothed is not None else 0.0
         return Alert(

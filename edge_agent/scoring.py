@@ -21,8 +21,15 @@ The score has two parts, each about 1 on normal data:
   closing valve). With ``level.track_alpha`` each feature's baseline follows slow drift
   (temperatures wander over hours) as long as the feature stays within ``level.track_below``
   of it, and holds still while the feature is further away.
+* **seasonal shift** (optional, ``seasonal``) — neither part above knows what the stream looked
+  like a day ago: a daily peak that does not come, or comes lower, surprises a forecaster less
+  than every normal day's edges do. The seasonal part keeps the stream's usual reading per
+  time-of-period slot (its *profile*, see :class:`edge_agent.bundle.SeasonalScoring`) and
+  scores the smoothed residual from it, per feature in units of ``seasonal.scale``, combined
+  as ``sqrt(mean_f s_f²)``. Slots follow the readings' own timestamps, so a gap or a reset
+  keeps the profile.
 
-The score is the larger of the two.
+The score is the largest of the parts.
 
 Like :mod:`edge_agent.normalise`, the per-reading maths runs on lists of Python floats, one loop
 per step (same IEEE operations as numpy element by element, without its per-call cost).
@@ -43,11 +50,14 @@ from .normalise import Vector
 @dataclass(slots=True)
 class ScoreState:
     """A stream's scoring memory: the smoothed surprise, its recent mean and its (tracking)
-    baseline, all normalised (``None`` = unset)."""
+    baseline, its seasonal profile (one vector per slot, ``None`` until the slot's first
+    reading) and smoothed seasonal residual; all normalised (``None`` = unset)."""
 
     smoothed: float | None = None
     level: Vector | None = None
     baseline: Vector | None = None
+    profile: list[Vector | None] | None = None
+    seasonal: Vector | None = None
 
 
 class Scorer:
@@ -76,6 +86,11 @@ class Scorer:
         self.inv_level_scale: Vector | None = (
             (1.0 / np.asarray(level.scale, dtype=np.float64)).tolist() if level is not None
             else None)
+        self.seasonal = params.seasonal
+        self.has_seasonal = self.seasonal is not None
+        self.inv_seasonal_scale: Vector | None = (
+            (1.0 / np.asarray(self.seasonal.scale, dtype=np.float64)).tolist()
+            if self.seasonal is not None else None)
 
     def errors(self, x: Vector, prediction: Vector) -> Vector:
         """Per-feature forecast errors in units of their normal spread."""
@@ -119,6 +134,52 @@ class Scorer:
             shift.append(d)
         state.level, state.baseline = recent, baseline
         return shift
+
+    def slot(self, ts: float) -> int:
+        """The seasonal slot a timestamp falls in.
+
+        >>> from edge_agent.bundle import SeasonalScoring, Scoring, Smoothing, Threshold
+        >>> season = SeasonalScoring(period_s=86400, slots=24, alpha=0.1, profile_alpha=0.5,
+        ...                          track_below=4, scale=[1.0])
+        >>> s = Scorer(Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=1.0), seasonal=season,
+        ...                    threshold=Threshold(enter=3, exit=2, method="fixed")))
+        >>> s.slot(0.0), s.slot(3599.9), s.slot(3600.0), s.slot(86400 * 365 + 23.5 * 3600)
+        (0, 0, 1, 23)
+        """
+        season = self.seasonal
+        assert season is not None
+        slot = int((ts % season.period_s) * season.slots / season.period_s)
+        return slot if slot < season.slots else season.slots - 1
+
+    def seasonal_shift(self, state: ScoreState, x: Vector, ts: float
+                       ) -> tuple[Vector, Vector] | None:
+        """Per-feature smoothed distance of the readings from their slot's usual value, and
+        that usual value; ``None`` for the first reading in a slot (which starts its profile).
+
+        Per feature: ``residual += alpha * ((x - profile) - residual)``, ``shift = residual /
+        scale``, and if ``|shift| < track_below``: ``profile += profile_alpha * (x -
+        profile)``."""
+        season, inv_scale = self.seasonal, self.inv_seasonal_scale
+        assert season is not None and inv_scale is not None
+        if state.profile is None:
+            state.profile = [None] * season.slots
+        slot = self.slot(ts)
+        usual = state.profile[slot]
+        if usual is None:
+            state.profile[slot] = list(x)
+            return None
+        old = state.seasonal if state.seasonal is not None else [0.0] * len(x)
+        alpha, follow, below = season.alpha, season.profile_alpha, season.track_below
+        residual, profile, shift = [], [], []
+        for v, u, e, inv in zip(x, usual, old, inv_scale):
+            e = e + alpha * ((v - u) - e)
+            d = e * inv
+            residual.append(e)
+            shift.append(d)
+            profile.append(u + follow * (v - u) if abs(d) < below else u)
+        state.seasonal = residual
+        state.profile[slot] = profile
+        return shift, usual
 
     def top_features(self, contributions: Sequence[float] | np.ndarray, k: int | None = None
                      ) -> list[int]:

@@ -78,6 +78,30 @@ def _unlist(value: dict[str, Any] | None) -> list[float] | None:
     return None if array is None else array.astype(np.float64).reshape(-1).tolist()
 
 
+def _profile_array(profile: list[list[float] | None] | None) -> dict[str, Any] | None:
+    """A seasonal profile as one slots × features array; a slot not yet seen is a row of NaN
+    (never a reading: readings with NaN are rejected before they reach a stream)."""
+    if profile is None:
+        return None
+    width = next((len(p) for p in profile if p is not None), 0)
+    rows = [[float("nan")] * width if p is None else p for p in profile]
+    return _array(np.asarray(rows, dtype=np.float64).reshape(len(profile), width))
+
+
+def _unprofile(value: dict[str, Any] | None, detector: Detector
+               ) -> list[list[float] | None] | None:
+    array = _unarray(value)
+    if array is None:
+        return None
+    season = detector.scorer.seasonal
+    n = len(detector.features)
+    if season is None or array.shape[0] != season.slots or array.shape[1] not in (0, n):
+        raise ValueError("seasonal profile does not fit the bundle")
+    if array.shape[1] == 0:
+        return [None] * season.slots
+    return [None if np.isnan(row).any() else row.astype(np.float64).tolist() for row in array]
+
+
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
                   status: str | None) -> str:
     """One stream's state as a JSON text (streams are serialised one at a time, so a snapshot
@@ -92,7 +116,9 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
         "prediction": _array(state.prediction),
         "last_ts": state.last_ts,
         "score": {"smoothed": state.score.smoothed, "level": _array(state.score.level),
-                  "baseline": _array(state.score.baseline)},
+                  "baseline": _array(state.score.baseline),
+                  "profile": _profile_array(state.score.profile),
+                  "seasonal": _array(state.score.seasonal)},
         "episode": asdict(state.episode),
         "readings": state.readings,
         "resets": state.resets,
@@ -119,8 +145,11 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
             state.anchor = state.scale.forward(state.baseline.mean)
     state.prediction = _unlist(data["prediction"])
     state.last_ts = data["last_ts"]
-    state.score = ScoreState(data["score"]["smoothed"], _unlist(data["score"]["level"]),
-                             _unlist(data["score"].get("baseline")))
+    score = data["score"]
+    state.score = ScoreState(score["smoothed"], _unlist(score["level"]),
+                             _unlist(score.get("baseline")),
+                             _unprofile(score.get("profile"), detector),
+                             _unlist(score.get("seasonal")))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

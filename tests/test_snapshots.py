@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_agent import snapshots
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle import Bundle, SeasonalScoring, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.model import StatefulModel
 from edge_agent.payloads import Topics
@@ -23,14 +23,27 @@ from tests.conftest import DEMO_BUNDLE
 BUNDLE = load_bundle(DEMO_BUNDLE)
 
 
+def seasonal_variant(bundle: Bundle) -> Bundle:
+    """The demo bundle with a seasonal part of a 10 s period in 100 slots (simulated readings
+    come every 0.1 s, not exactly on the slot edges): the readings after the baseline fill
+    some slots, twice over, and leave others unseen."""
+    n = len(bundle.manifest.features)
+    season = SeasonalScoring(period_s=10.0, slots=100, alpha=0.1, profile_alpha=0.3,
+                             track_below=4.0, scale=[0.5] * n)
+    scoring = bundle.manifest.scoring.model_copy(update={"seasonal": season})
+    return Bundle(path=bundle.path,
+                  manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
+
+
 class Discard:
     def publish_alert(self, *args: object) -> None: ...
     def publish(self, *args: object) -> None: ...
     def ack(self, *args: object) -> None: ...
 
 
-def fed_worker(snapshot_dir: Path | None, streams: int = 3, readings: int = 400) -> Worker:
-    detector = Detector(BUNDLE, StatefulModel(BUNDLE.model_path, BUNDLE.manifest.model),
+def fed_worker(snapshot_dir: Path | None, streams: int = 3, readings: int = 400,
+               bundle: Bundle = BUNDLE) -> Worker:
+    detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model),
                         DetectorSettings(warmup_readings=5))
     worker = Worker(detector, lambda n, t: [], Discard(), Topics("edge", "a"), Stats(),
                     agent_id="a", max_streams=100, publish_scores=False,
@@ -43,8 +56,10 @@ def fed_worker(snapshot_dir: Path | None, streams: int = 3, readings: int = 400)
     return worker
 
 
-def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path) -> None:
-    worker = fed_worker(tmp_path)
+@pytest.mark.parametrize("bundle", [BUNDLE, seasonal_variant(BUNDLE)],
+                         ids=["plain", "seasonal"])
+def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle) -> None:
+    worker = fed_worker(tmp_path, bundle=bundle)
     path = snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
     assert path == tmp_path / snapshots.FILE_NAME and not list(tmp_path.glob("*.tmp"))
     restored, note = snapshots.read(tmp_path, BUNDLE.sha256, worker.detector)
@@ -56,6 +71,11 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path) -> None:
         assert entry.state.score.smoothed == live.score.smoothed
         assert entry.state.score.level == live.score.level
         assert entry.state.score.baseline == live.score.baseline
+        assert entry.state.score.profile == live.score.profile
+        assert entry.state.score.seasonal == live.score.seasonal
+        if bundle is not BUNDLE:  # slots seen after the baseline; unseen ones round-trip too
+            assert live.score.profile is not None and live.score.seasonal is not None
+            assert 40 < sum(p is not None for p in live.score.profile) < 100
         assert entry.state.anchor == live.anchor
         assert entry.state.warmup_left == live.warmup_left == 0
         assert entry.state.last_ts == live.last_ts and entry.topic == worker.routes[stream_id][0]

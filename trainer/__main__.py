@@ -30,6 +30,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recalibrate(args: argparse.Namespace) -> int:
+    from . import config as trainer_config
+    from .recalibrate import recalibrate
+
+    config = trainer_config.load(args.config)
+    if args.data:
+        config = config.model_copy(update={"data": config.data.model_copy(
+            update={"paths": [str(Path(p)) for p in args.data]})})
+    recalibrate(args.bundle, config, out=args.out)
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from .inspect import summary, verify
 
@@ -73,7 +85,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         result = benchmarks.run_nab(args.data_dir, args.labels,
                                     config=args.config or benchmarks.NAB_CONFIG,
                                     model=args.model, reuse=args.bundles, jobs=args.jobs,
-                                    **common)
+                                    recalibrate=args.recalibrate, half=args.half, **common)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "files_detail"}, indent=1))
     return 0
@@ -94,6 +106,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--name", help="model name; replaces output.name")
     t.add_argument("--epochs", type=int, help="replaces model.epochs")
     t.set_defaults(func=_train)
+    r = sub.add_parser("recalibrate", help="calibrate a trained bundle's scoring again (new "
+                       "scoring settings, no training)")
+    r.add_argument("bundle")
+    r.add_argument("--config", required=True, help="trainer YAML whose data and scoring "
+                   "sections to use")
+    r.add_argument("--data", action="append", help="CSV file, folder or glob (repeatable); "
+                   "replaces data.paths")
+    r.add_argument("--out", help="write a recalibrated copy here (default: the bundle itself)")
+    r.set_defaults(func=_recalibrate)
+
     i = sub.add_parser("inspect", help="verify a bundle and print a summary")
     i.add_argument("bundle")
     i.set_defaults(func=_inspect)
@@ -135,6 +157,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--bundle", help="skab: evaluate this bundle instead of training one")
     b.add_argument("--model", default="per-file", choices=["per-file", "generic"],
                    help="nab: one model per file (default) or one for all")
+    b.add_argument("--recalibrate", action="store_true", help="nab: with --bundles, calibrate "
+                   "each bundle's scoring again with the config (into --out; no training)")
+    b.add_argument("--half", choices=["even", "odd"], help="nab: only every other file (the "
+                   "even or odd positions, from 0, in the windows file's order): choose "
+                   "settings on one half, report on the other")
     b.add_argument("--bundles", help="nab: reuse the bundles of an earlier run "
                    "(<its --out>/bundles) instead of training")
     b.add_argument("--jobs", type=int, default=2, help="nab: training processes")

@@ -116,11 +116,9 @@ def skab_training_files(data_dir: Path, experiments: Sequence[Path], train_on: s
     return files
 
 
-def train_bundle(config_path: Path, data: Sequence[str], out: Path, *, name: str | None = None,
-                 epochs: int | None = None, log: Log = print) -> Bundle:
-    """``trainer.train.run`` with the config's data paths and output folder replaced."""
-    from .train import run as train_run
-
+def config_for(config_path: Path, data: Sequence[str], out: Path, *, name: str | None = None,
+               epochs: int | None = None) -> trainer_config.TrainerConfig:
+    """The trainer config with its data paths and output folder (and name, epochs) replaced."""
     config = trainer_config.load(config_path)
     updates: dict[str, Any] = {
         "data": config.data.model_copy(update={"paths": [str(p) for p in data]}),
@@ -128,7 +126,15 @@ def train_bundle(config_path: Path, data: Sequence[str], out: Path, *, name: str
                                                    **({"name": name} if name else {})})}
     if epochs:
         updates["model"] = config.model.model_copy(update={"epochs": epochs})
-    return train_run(config.model_copy(update=updates), log=log)
+    return config.model_copy(update=updates)
+
+
+def train_bundle(config_path: Path, data: Sequence[str], out: Path, *, name: str | None = None,
+                 epochs: int | None = None, log: Log = print) -> Bundle:
+    """``trainer.train.run`` with the config's data paths and output folder replaced."""
+    from .train import run as train_run
+
+    return train_run(config_for(config_path, data, out, name=name, epochs=epochs), log=log)
 
 
 def _leaderboard_row(name: str, f1: float | None, far: float | None, mar: float | None,
@@ -298,6 +304,21 @@ def nab_files(data_dir: Path, labels: Path) -> tuple[list[NabFile], list[str]]:
     return files, missing
 
 
+HALVES = ("even", "odd")
+
+
+def every_other(files: Sequence[NabFile], half: str) -> list[NabFile]:
+    """One half of the files, alternating in the windows file's (sorted) order, counting from
+    0: settings are chosen on one half and reported on the other.
+
+    >>> every_other(list("abcde"), "even"), every_other(list("abcde"), "odd")
+    (['a', 'c', 'e'], ['b', 'd'])
+    """
+    if half not in HALVES:
+        raise ValueError(f"half must be one of {HALVES}, not {half!r}")
+    return list(files[HALVES.index(half)::2])
+
+
 def write_probation(f: NabFile, folder: Path) -> Path:
     """The file's probationary rows (the only ones NAB lets a detector learn from) as CSV, on
     the monotone clock so the trainer's strict reader takes them."""
@@ -371,13 +392,22 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
             config: str | Path = NAB_CONFIG, model: str = "per-file",
             agent_config: str | Path | None = None, epochs: int | None = None,
             reuse: str | Path | None = None, jobs: int = 2, plots: bool = True,
+            recalibrate: bool = False, half: str | None = None,
             log: Log = print) -> dict[str, Any]:
-    """Train on probationary rows only, stream every file once, score NAB's way."""
+    """Train on probationary rows only, stream every file once, score NAB's way.
+
+    With ``reuse``, the bundles of an earlier run are evaluated again; with ``recalibrate``
+    too, each one's scoring is first calibrated again on its file's probationary rows with
+    ``config`` (copies in ``out``; for a change of scoring settings without training)."""
     if model not in MODEL_CHOICES:
         raise ValueError(f"--model must be one of {MODEL_CHOICES}")
+    if recalibrate and (reuse is None or model != "per-file"):
+        raise ValueError("--recalibrate needs --bundles and per-file models")
     started = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out)
     files, missing = nab_files(data_dir, Path(labels))
+    if half is not None:
+        files = every_other(files, half)
     log(f"NAB: {len(files)} file(s) in {data_dir} ({len(missing)} named in the windows file are "
         f"absent); probationary rows (learning only): NAB's 15% rule, at most "
         f"{nab.probation_rows(10 ** 9)}")
@@ -391,6 +421,15 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
         bundles = {f.key: load_bundle(folder / ("generic" if model == "generic" else f.name))
                    for f in files}
         log(f"using the bundles trained before in {folder} (no training)")
+        if recalibrate:
+            from .recalibrate import recalibrate as recalibrate_bundle
+
+            for i, (f, path) in enumerate(zip(files, train_files), 1):
+                target = out / "bundles" / f.name
+                bundles[f.key] = recalibrate_bundle(
+                    folder / f.name, config_for(Path(config), [path], target),
+                    out=target, log=lambda line: None)
+                log(f"[{i}/{len(files)}] recalibrated {f.name} on its first {f.probation} rows")
     elif model == "generic":
         log(f"training one generic model on {len(files)} probationary parts")
         generic = train_bundle(Path(config), train_files, out / "bundles" / "generic",
@@ -456,6 +495,7 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
     board = nab_leaderboard(totals["start"], "start alerts")
     result_json = {
         "benchmark": "nab", "files": len(files), "absent": missing, "model": model,
+        "half": half,
         "config": str(config), "settings": settings_dict(settings),
         "detections": "rows where an alert 'start' fired",
         "totals": {v: {m: {p: _bench_json(s) for p, s in by_p.items()}

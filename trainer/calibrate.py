@@ -4,9 +4,10 @@ Every recording streams through :class:`edge_agent.detector.Detector` from its f
 exactly as a live stream would (so per-stream baselines and warm-up happen as on the device);
 only the readings of its validation part are collected.
 
-1. With unit scales, collect per-feature forecast errors and level shifts; their root mean
-   square becomes ``error_scale`` and ``level.scale`` (so each part of the score is about 1 on
-   normal data).
+1. With unit scales, collect per-feature forecast errors, level shifts and seasonal shifts
+   (when the trainer found a period); their root mean square becomes ``error_scale``,
+   ``level.scale`` and ``seasonal.scale`` (so each part of the score is about 1 on normal
+   data).
 2. With those scales, collect the smoothed scores and choose the alert threshold:
    ``quantile`` (a high quantile times a margin) or ``sweep`` (telemanom's idea: thresholds
    ``mean + z·sd`` for a range of z, keeping the one whose removal of the points above it most
@@ -16,17 +17,20 @@ only the readings of its validation part are collected.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from edge_agent.alerts import AlertSettings
-from edge_agent.bundle import Bundle, LevelScoring, Manifest, Scoring, Smoothing, Threshold
+from edge_agent.bundle import (Bundle, LevelScoring, Manifest, Scoring, SeasonalScoring,
+                               Smoothing, Threshold)
 from edge_agent.csvdata import Recording
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.model import StatefulModel
 
 from .config import ScoringConfig, ThresholdConfig
+from .data import Split
+from .seasonality import Season, detect
 
 SCALE_FLOOR = 1e-3
 _NEVER = 1e12  # a threshold no score reaches: collect without raising alerts
@@ -57,7 +61,8 @@ def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
     stamps = recording.timestamps
     n, f = recording.values.shape
     out = {"errors": np.full((n, f), np.nan), "shift": np.full((n, f), np.nan),
-           "score": np.full(n, np.nan), "expected": np.full((n, f), np.nan)}
+           "seasonal": np.full((n, f), np.nan), "score": np.full(n, np.nan),
+           "expected": np.full((n, f), np.nan)}
     for i in range(n):
         ts = float(stamps[i]) if stamps is not None else float(i)
         outcome = detector.process(stream, recording.values[i], ts)
@@ -68,14 +73,16 @@ def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
         out["expected"][i] = outcome.expected
         if outcome.shift is not None:
             out["shift"][i] = outcome.shift
+        if outcome.seasonal is not None:
+            out["seasonal"][i] = outcome.seasonal
     return {k: v[start:] for k, v in out.items()}
 
 
-def _rms(rows: np.ndarray) -> list[float]:
+def _rms(rows: np.ndarray, why: str = "validation parts are shorter than the warm-up and "
+         "baseline") -> list[float]:
     rows = rows[~np.isnan(rows).any(axis=1)]
     if rows.shape[0] == 0:
-        raise ValueError("no scored validation readings: validation parts are shorter than "
-                         "the warm-up and baseline")
+        raise ValueError(f"no scored validation readings: {why}")
     return np.maximum(np.sqrt(np.mean(rows ** 2, axis=0)), SCALE_FLOOR).tolist()
 
 
@@ -90,7 +97,7 @@ def sweep_threshold(scores: np.ndarray, config: ThresholdConfig) -> tuple[float,
     mean, sd = float(np.mean(scores)), float(np.std(scores))
     best: tuple[float, float, float] | None = None  # (criterion, z, epsilon)
     for z in np.arange(config.z_min, config.z_max + 1e-9, config.z_step):
-        epsilon = mean + z * sd
+        epsilon = mean + float(z) * sd
         above = scores > epsilon
         n_above = int(above.sum())
         if n_above == 0 or n_above >= 0.5 * len(scores):
@@ -120,22 +127,34 @@ def choose_threshold(scores: np.ndarray, config: ThresholdConfig) -> Threshold:
 
 
 def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recording],
-              starts: Sequence[int], config: ScoringConfig) -> Calibration:
-    """Scoring parameters for ``bundle`` (whose scoring section is replaced)."""
+              starts: Sequence[int], config: ScoringConfig,
+              season: Season | None = None) -> Calibration:
+    """Scoring parameters for ``bundle`` (whose scoring section is replaced); with a seasonal
+    part when ``season`` is given (see :mod:`trainer.seasonality`)."""
     n = len(bundle.manifest.features)
     settings = DetectorSettings(warmup_readings=config.warmup_readings, alerts=AlertSettings())
     level = LevelScoring(alpha=config.level.alpha, scale=[1.0] * n,
                          track_alpha=config.level.track_alpha,
                          track_below=config.level.track_below) if config.level.enabled else None
+    seasonal = None if season is None else SeasonalScoring(
+        period_s=season.period_s, slots=season.slots, alpha=config.seasonal.alpha,
+        profile_alpha=config.seasonal.profile_alpha, track_below=config.seasonal.track_below,
+        scale=[1.0] * n, autocorrelation=round(season.autocorrelation, 4))
     probe = Scoring(error_scale=[1.0] * n, smoothing=Smoothing(alpha=config.smoothing_alpha),
-                    level=level, top_features=config.top_features,
+                    level=level, seasonal=seasonal, top_features=config.top_features,
                     threshold=Threshold(enter=_NEVER, exit=_NEVER, method="probe"))
     runs = [run_detector(_with_scoring(bundle, probe), model, rec, settings, start)
             for rec, start in zip(recordings, starts)]
     error_scale = _rms(np.concatenate([r["errors"] for r in runs]))
     if level is not None:
         level = level.model_copy(update={"scale": _rms(np.concatenate([r["shift"] for r in runs]))})
-    scaled = probe.model_copy(update={"error_scale": error_scale, "level": level})
+    if seasonal is not None:
+        seasonal = seasonal.model_copy(update={"scale": _rms(
+            np.concatenate([r["seasonal"] for r in runs]),
+            f"no validation reading came a period ({season.period_s:g} s) after the first "
+            "reading of its slot; use longer files or a larger validation_fraction")})
+    scaled = probe.model_copy(update={"error_scale": error_scale, "level": level,
+                                      "seasonal": seasonal})
     runs = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, start)
             for rec, start in zip(recordings, starts)]
     scores = np.concatenate([r["score"] for r in runs])
@@ -144,6 +163,28 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
     traces = [Trace(rec.path, rec.values[start:], r["expected"], r["score"])
               for rec, start, r in zip(recordings, starts, runs)]
     return Calibration(scaled.model_copy(update={"threshold": threshold}), scores, traces)
+
+
+def calibrate_split(draft: Bundle, model: StatefulModel, split: Split, config: ScoringConfig,
+                    log: Callable[[str], None] = print) -> Calibration:
+    """The trainer's calibration step for a split recording set (training and recalibration):
+    find the seasonal period if asked, calibrate, and log what came out."""
+    season = None
+    if config.seasonal.enabled:
+        season, notes = detect(split.recordings, split.sample_period_s, config.seasonal)
+        for note in notes:
+            log("      " + note)
+    cal = calibrate(draft, model, split.recordings, [len(t) for t in split.train], config,
+                    season)
+    scoring = cal.scoring
+    if scoring.seasonal is not None:
+        log(f"      seasonal period {scoring.seasonal.period_s:g} s in {scoring.seasonal.slots} "
+            f"slots, scale {np.round(scoring.seasonal.scale, 4).tolist()}")
+    log(f"      error scale {np.round(scoring.error_scale, 4).tolist()}; threshold "
+        f"({scoring.threshold.method}) enter {scoring.threshold.enter:.3f}, exit "
+        f"{scoring.threshold.exit:.3f}; {cal.scores.size} normal scores, max "
+        f"{cal.scores.max():.3f}")
+    return cal
 
 
 def _with_scoring(bundle: Bundle, scoring: Scoring) -> Bundle:

@@ -114,11 +114,36 @@ class LevelConfig(Section):
         "become the new normal)."))
 
 
+class SeasonalConfig(Section):
+    """The seasonal part of the score (distance from the stream's usual reading at this time
+    of day or week), used when the training history repeats at one of ``periods_s``."""
+
+    enabled: bool = Field(False, description=(
+        "Look for a daily/weekly pattern in the training data and score departures from it."))
+    periods_s: list[float] = Field(default_factory=lambda: [86400.0, 604800.0], min_length=1,
+                                   description=(
+        "Candidate periods in seconds; the one the training data repeats at most strongly "
+        "wins, if it repeats at least min_autocorrelation and every file spans two periods."))
+    min_autocorrelation: float = Field(0.6, gt=0, lt=1, description=(
+        "Least correlation between the training readings and the same readings one period "
+        "later (mean over files and features) for the seasonal part to be used."))
+    max_slots: int = Field(2016, ge=2, description=(
+        "Most slots per period (one per sample period up to this; memory per stream is "
+        "slots × features floats)."))
+    alpha: float = Field(0.05, gt=0, le=1, description="EWMA weight of the seasonal residual.")
+    profile_alpha: float = Field(0.3, gt=0, le=1, description=(
+        "EWMA weight with which a slot's usual reading follows each new reading there."))
+    track_below: float = Field(4.0, gt=0, description=(
+        "A feature further than this from its slot's usual reading (in seasonal-scale units) "
+        "does not update the profile (an anomaly does not become tomorrow's normal)."))
+
+
 class ScoringConfig(Section):
     """Scoring parameters calibrated into the bundle."""
 
     smoothing_alpha: float = Field(0.1, gt=0, le=1, description="EWMA weight of the score.")
     level: LevelConfig = Field(default_factory=LevelConfig)
+    seasonal: SeasonalConfig = Field(default_factory=SeasonalConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
     top_features: int = Field(3, ge=1)
     warmup_readings: int = Field(20, ge=0, description=(

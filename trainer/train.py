@@ -13,7 +13,7 @@ from edge_agent.model import StatefulModel
 
 from . import bundle as bundle_files
 from . import report
-from .calibrate import calibrate
+from .calibrate import calibrate_split
 from .config import TrainerConfig
 from .data import fit_normalisation, load_split, normalise
 from .model import train
@@ -85,12 +85,8 @@ def run(config: TrainerConfig, log: Callable[[str], None] = print) -> Bundle:
 
     draft = Bundle(path=folder, manifest=manifest_with(placeholder))
     model = StatefulModel(folder / int8_spec.file, int8_spec)
-    cal = calibrate(draft, model, split.recordings, [len(t) for t in split.train],
-                    config.scoring)
+    cal = calibrate_split(draft, model, split, config.scoring, log)
     threshold = cal.scoring.threshold
-    log(f"      error scale {np.round(cal.scoring.error_scale, 4).tolist()}; threshold "
-        f"({threshold.method}) enter {threshold.enter:.3f}, exit {threshold.exit:.3f}; "
-        f"{cal.scores.size} normal scores, max {cal.scores.max():.3f}")
 
     log(f"[6/6] writing bundle {folder}")
     content = manifest_with(cal.scoring)
