@@ -138,6 +138,13 @@ class Detector:
         state.resets += 1
         return ended
 
+    def adopt(self, state: StreamState, previous: "Detector") -> None:
+        """Take over a stream that keeps its state across a model reload: a seasonal profile
+        made for other slots (or for none) starts over; everything else carries on."""
+        old, new = previous.scorer.seasonal, self.scorer.seasonal
+        if old is None or new is None or (old.period_s, old.slots) != (new.period_s, new.slots):
+            state.score.profile = state.score.seasonal = None
+
     def _learn_baseline(self, state: StreamState, values: Vector) -> None:
         baseline = state.baseline
         assert baseline is not None

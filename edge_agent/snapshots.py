@@ -88,22 +88,24 @@ def _profile_array(profile: list[list[float] | None] | None) -> dict[str, Any] |
     return _array(np.asarray(rows, dtype=np.float64).reshape(len(profile), width))
 
 
-def _unprofile(value: dict[str, Any] | None, detector: Detector
+def _unprofile(value: dict[str, Any] | None, period_s: float | None, detector: Detector
                ) -> list[list[float] | None] | None:
+    """The profile back, or ``None`` (start it over) when the bundle was recalibrated since
+    with other slots or without a seasonal part (same model, so the snapshot still holds)."""
     array = _unarray(value)
-    if array is None:
-        return None
     season = detector.scorer.seasonal
-    n = len(detector.features)
-    if season is None or array.shape[0] != season.slots or array.shape[1] not in (0, n):
-        raise ValueError("seasonal profile does not fit the bundle")
+    if (array is None or season is None or array.shape[0] != season.slots
+            or period_s != season.period_s):
+        return None
+    if array.ndim != 2 or array.shape[1] not in (0, len(detector.features)):
+        raise ValueError("seasonal profile does not fit the bundle's features")
     if array.shape[1] == 0:
         return [None] * season.slots
     return [None if np.isnan(row).any() else row.astype(np.float64).tolist() for row in array]
 
 
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
-                  status: str | None) -> str:
+                  status: str | None, season_period_s: float | None = None) -> str:
     """One stream's state as a JSON text (streams are serialised one at a time, so a snapshot
     of 10,000 streams never holds them all as Python objects at once)."""
     baseline = state.baseline
@@ -118,6 +120,7 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
         "score": {"smoothed": state.score.smoothed, "level": _array(state.score.level),
                   "baseline": _array(state.score.baseline),
                   "profile": _profile_array(state.score.profile),
+                  "season_period_s": season_period_s,
                   "seasonal": _array(state.score.seasonal)},
         "episode": asdict(state.episode),
         "readings": state.readings,
@@ -146,10 +149,10 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     state.prediction = _unlist(data["prediction"])
     state.last_ts = data["last_ts"]
     score = data["score"]
+    profile = _unprofile(score.get("profile"), score.get("season_period_s"), detector)
     state.score = ScoreState(score["smoothed"], _unlist(score["level"]),
                              _unlist(score.get("baseline")),
-                             _unprofile(score.get("profile"), detector),
-                             _unlist(score.get("seasonal")))
+                             profile, _unlist(score.get("seasonal")) if profile else None)
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

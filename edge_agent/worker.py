@@ -189,12 +189,14 @@ class Worker:
         detector, keep_state, done = self._swap
         self._swap = None
         old = self.detector
-        if not keep_state:
-            for stream_id, state in list(self.streams.items()):
-                ended = old.reset(state)
-                if ended is not None:
-                    self.publish_alert(ended)
-                self.streams[stream_id] = detector.new_stream(stream_id)
+        for stream_id, state in list(self.streams.items()):
+            if keep_state:
+                detector.adopt(state, old)
+                continue
+            ended = old.reset(state)
+            if ended is not None:
+                self.publish_alert(ended)
+            self.streams[stream_id] = detector.new_stream(stream_id)
         self.detector = detector
         manifest = detector.bundle.manifest
         self._model_name, self._model_sha = manifest.name, manifest.model.sha256
@@ -208,9 +210,11 @@ class Worker:
     def encoded_streams(self) -> Iterator[tuple[str, str]]:
         """Every stream's state as JSON text, one stream at a time (iterate in the worker, or
         once it has stopped)."""
+        season = self.detector.scorer.seasonal
+        period = season.period_s if season is not None else None
         for stream_id, state in self.streams.items():
             yield stream_id, encode_stream(state, *self.routes.get(stream_id, ("", {})),
-                                           self.statuses.get(stream_id))
+                                           self.statuses.get(stream_id), period)
 
     def _write_snapshot(self) -> None:
         """Write every stream's state to a temporary snapshot file, between two batches."""

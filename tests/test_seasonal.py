@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edge_agent.bundle import Scoring, SeasonalScoring, Smoothing, Threshold, load_bundle
+from edge_agent.bundle import Bundle, Scoring, SeasonalScoring, Smoothing, Threshold, load_bundle
 from edge_agent.csvdata import Recording
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.model import StatefulModel
@@ -171,3 +171,33 @@ def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(tmp_path: Path) -> 
                                  log=lambda line: None)
     assert load_bundle(tmp_path / "again" / "bundles" / "daily").manifest.scoring.seasonal is None
     assert without["totals"]["start"]["int8"]["standard"]["tp"] == 0
+
+
+def test_a_reload_that_keeps_state_starts_the_profile_over_only_if_the_slots_changed() -> None:
+    from tests.test_snapshots import BUNDLE, fed_worker, seasonal_variant
+
+    worker = fed_worker(None, streams=1, bundle=seasonal_variant(BUNDLE))
+    state = next(iter(worker.streams.values()))
+    profile, lstm = state.score.profile, state.lstm
+    assert profile is not None
+
+    def detector_for(bundle):
+        return Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model))
+
+    same = seasonal_variant(BUNDLE)  # a recalibration with the same period and slots
+    worker.swap(detector_for(same), keep_state=True)
+    assert state.score.profile is profile and state.lstm is lstm
+
+    worker.swap(detector_for(with_season(same, slots=50)), keep_state=True)
+    assert state.score.profile is None and state.score.seasonal is None
+    assert state.lstm is lstm and state.score.baseline is not None  # the rest carries on
+
+
+def with_season(bundle: Bundle, **changes: float) -> Bundle:
+    """The bundle with its seasonal part changed (as a recalibration might)."""
+    season = bundle.manifest.scoring.seasonal
+    assert season is not None
+    scoring = bundle.manifest.scoring.model_copy(
+        update={"seasonal": season.model_copy(update=changes)})
+    return Bundle(path=bundle.path,
+                  manifest=bundle.manifest.model_copy(update={"scoring": scoring}))

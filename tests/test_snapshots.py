@@ -144,3 +144,19 @@ def test_a_snapshot_is_written_without_holding_every_stream_in_memory(tmp_path: 
 
     snapshots.write_temp(tmp_path, BUNDLE.sha256, watched())
     assert len(seen) == 3 and temp_files
+
+
+def test_a_profile_for_other_slots_starts_over_and_the_rest_is_restored(tmp_path: Path) -> None:
+    """A bundle recalibrated with another seasonal period keeps its model (and so its
+    snapshot): the streams come back, their seasonal profiles start over."""
+    from tests.test_seasonal import with_season
+
+    worker = fed_worker(tmp_path, bundle=seasonal_variant(BUNDLE))
+    snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
+    for change in ({"period_s": 20.0}, {"slots": 50}):
+        other = with_season(seasonal_variant(BUNDLE), **change)
+        detector = Detector(other, StatefulModel(other.model_path, other.manifest.model))
+        restored, _ = snapshots.read(tmp_path, BUNDLE.sha256, detector)
+        for stream_id, entry in restored.items():
+            assert entry.state.score.profile is None and entry.state.score.seasonal is None
+            assert entry.state.score.baseline == worker.streams[stream_id].score.baseline
