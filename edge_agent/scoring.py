@@ -50,13 +50,14 @@ from .normalise import Vector
 @dataclass(slots=True)
 class ScoreState:
     """A stream's scoring memory: the smoothed surprise, its recent mean and its (tracking)
-    baseline, its seasonal profile (one vector per slot, ``None`` until the slot's first
-    reading) and smoothed seasonal residual; all normalised (``None`` = unset)."""
+    baseline, its seasonal profile (slots × features, a row of NaN until the slot's first
+    reading: one compact array, as a day of 5-minute slots is 288 rows per stream) and
+    smoothed seasonal residual; all normalised (``None`` = unset)."""
 
     smoothed: float | None = None
     level: Vector | None = None
     baseline: Vector | None = None
-    profile: list[Vector | None] | None = None
+    profile: np.ndarray | None = None
     seasonal: Vector | None = None
 
 
@@ -162,11 +163,11 @@ class Scorer:
         season, inv_scale = self.seasonal, self.inv_seasonal_scale
         assert season is not None and inv_scale is not None
         if state.profile is None:
-            state.profile = [None] * season.slots
+            state.profile = np.full((season.slots, len(x)), np.nan)
         slot = self.slot(ts)
-        usual = state.profile[slot]
-        if usual is None:
-            state.profile[slot] = list(x)
+        usual = state.profile[slot].tolist()
+        if usual[0] != usual[0]:  # NaN: the slot's first reading
+            state.profile[slot] = x
             return None
         old = state.seasonal if state.seasonal is not None else [0.0] * len(x)
         alpha, follow, below = season.alpha, season.profile_alpha, season.track_below

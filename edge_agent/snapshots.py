@@ -78,30 +78,19 @@ def _unlist(value: dict[str, Any] | None) -> list[float] | None:
     return None if array is None else array.astype(np.float64).reshape(-1).tolist()
 
 
-def _profile_array(profile: list[list[float] | None] | None) -> dict[str, Any] | None:
-    """A seasonal profile as one slots × features array; a slot not yet seen is a row of NaN
-    (never a reading: readings with NaN are rejected before they reach a stream)."""
-    if profile is None:
-        return None
-    width = next((len(p) for p in profile if p is not None), 0)
-    rows = [[float("nan")] * width if p is None else p for p in profile]
-    return _array(np.asarray(rows, dtype=np.float64).reshape(len(profile), width))
-
-
 def _unprofile(value: dict[str, Any] | None, period_s: float | None, detector: Detector
-               ) -> list[list[float] | None] | None:
-    """The profile back, or ``None`` (start it over) when the bundle was recalibrated since
-    with other slots or without a seasonal part (same model, so the snapshot still holds)."""
+               ) -> np.ndarray | None:
+    """The seasonal profile back, or ``None`` (start it over) when the bundle was recalibrated
+    since with another period or other slots, or without a seasonal part (same model, so the
+    snapshot still holds)."""
     array = _unarray(value)
     season = detector.scorer.seasonal
     if (array is None or season is None or array.shape[0] != season.slots
             or period_s != season.period_s):
         return None
-    if array.ndim != 2 or array.shape[1] not in (0, len(detector.features)):
+    if array.shape != (season.slots, len(detector.features)):
         raise ValueError("seasonal profile does not fit the bundle's features")
-    if array.shape[1] == 0:
-        return [None] * season.slots
-    return [None if np.isnan(row).any() else row.astype(np.float64).tolist() for row in array]
+    return array.astype(np.float64)
 
 
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
@@ -119,7 +108,7 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
         "last_ts": state.last_ts,
         "score": {"smoothed": state.score.smoothed, "level": _array(state.score.level),
                   "baseline": _array(state.score.baseline),
-                  "profile": _profile_array(state.score.profile),
+                  "profile": _array(state.score.profile),
                   "season_period_s": season_period_s,
                   "seasonal": _array(state.score.seasonal)},
         "episode": asdict(state.episode),
@@ -152,7 +141,7 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     profile = _unprofile(score.get("profile"), score.get("season_period_s"), detector)
     state.score = ScoreState(score["smoothed"], _unlist(score["level"]),
                              _unlist(score.get("baseline")),
-                             profile, _unlist(score.get("seasonal")) if profile else None)
+                             profile, None if profile is None else _unlist(score.get("seasonal")))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

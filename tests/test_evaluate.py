@@ -389,3 +389,10 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
     again = benchmarks.run_nab(data, labels, out=tmp_path / "again", config=config,
                                reuse=out / "bundles", plots=False, log=lambda line: None)
     assert again["totals"] == result["totals"] and again["train_seconds"] < 5
+
+    # One half of the files (in the windows file's order): the even half is the first file.
+    even = benchmarks.run_nab(data, labels, out=tmp_path / "even", config=config,
+                              reuse=out / "bundles", half="even", plots=False,
+                              log=lambda line: None)
+    assert even["files"] == 1 and even["half"] == "even"
+    assert [r["file"] for r in even["files_detail"]] == ["artificialWithAnomaly/jump.csv"]

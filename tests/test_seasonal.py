@@ -39,14 +39,14 @@ def test_the_first_period_fills_the_profile_then_residuals_are_smoothed_and_lear
     s, state = scorer(), ScoreState()
     for ts, x in enumerate([0.0, 1.0, 2.0, 3.0]):
         assert s.seasonal_shift(state, [x], float(ts)) is None
-    assert state.profile == [[0.0], [1.0], [2.0], [3.0]] and state.seasonal is None
+    assert state.profile.tolist() == [[0.0], [1.0], [2.0], [3.0]] and state.seasonal is None
     # Slot 0 expects 0; reading 1: residual 1, smoothed 0 + 0.5 * (1 - 0) = 0.5 (scale 1);
     # |0.5| < 2, so the profile follows: 0 + 0.5 * (1 - 0) = 0.5.
     assert s.seasonal_shift(state, [1.0], 4.0) == ([0.5], [0.0])
-    assert state.profile[0] == [0.5] and state.seasonal == [0.5]
+    assert state.profile[0].tolist() == [0.5] and state.seasonal == [0.5]
     # Slot 1 expects 1; reading 1: residual 0, smoothed 0.5 + 0.5 * (0 - 0.5) = 0.25.
     assert s.seasonal_shift(state, [1.0], 5.0) == ([0.25], [1.0])
-    assert state.profile[1] == [1.0]
+    assert state.profile[1].tolist() == [1.0]
 
 
 def test_a_departure_beyond_track_below_does_not_teach_the_profile() -> None:
@@ -54,9 +54,9 @@ def test_a_departure_beyond_track_below_does_not_teach_the_profile() -> None:
     for ts in range(4):
         s.seasonal_shift(state, [0.0], float(ts))
     shift, usual = s.seasonal_shift(state, [10.0], 4.0)  # 10 / scale 2 = 5 >= 2
-    assert shift == [5.0] and usual == [0.0] and state.profile[0] == [0.0]
+    assert shift == [5.0] and usual == [0.0] and state.profile[0].tolist() == [0.0]
     shift, _ = s.seasonal_shift(state, [3.0], 5.0)  # 3 / 2 = 1.5 < 2: learned
-    assert shift == [1.5] and state.profile[1] == [1.5]
+    assert shift == [1.5] and state.profile[1].tolist() == [1.5]
 
 
 def _daily(days: int, period_s: float = HOUR, noise: float = 0.2, seed: int = 0,
