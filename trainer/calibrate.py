@@ -7,7 +7,9 @@ only the readings of its validation part are collected.
 1. With unit scales, collect per-feature forecast errors, level shifts and seasonal shifts
    (when the trainer found a period); their root mean square becomes ``error_scale``,
    ``level.scale`` and ``seasonal.scale`` (so each part of the score is about 1 on normal
-   data).
+   data). Seasonal shifts are collected over the whole recordings, not only the validation
+   parts: the profile is learned online, and its residual needs a whole period to show its
+   spread.
 2. With those scales, collect the smoothed scores and choose the alert threshold:
    ``quantile`` (a high quantile times a margin) or ``sweep`` (telemanom's idea: thresholds
    ``mean + z·sd`` for a range of z, keeping the one whose removal of the points above it most
@@ -143,16 +145,20 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
     probe = Scoring(error_scale=[1.0] * n, smoothing=Smoothing(alpha=config.smoothing_alpha),
                     level=level, seasonal=seasonal, top_features=config.top_features,
                     threshold=Threshold(enter=_NEVER, exit=_NEVER, method="probe"))
-    runs = [run_detector(_with_scoring(bundle, probe), model, rec, settings, start)
-            for rec, start in zip(recordings, starts)]
+    whole = [run_detector(_with_scoring(bundle, probe), model, rec, settings, 0)
+             for rec in recordings]
+    runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
     error_scale = _rms(np.concatenate([r["errors"] for r in runs]))
     if level is not None:
         level = level.model_copy(update={"scale": _rms(np.concatenate([r["shift"] for r in runs]))})
     if seasonal is not None:
+        # Every reading compared with a profile counts, training rows too (the profile is
+        # learned online, not by the network): a daily residual needs a whole day to show
+        # its spread, and validation parts are often shorter.
         seasonal = seasonal.model_copy(update={"scale": _rms(
-            np.concatenate([r["seasonal"] for r in runs]),
-            f"no validation reading came a period ({season.period_s:g} s) after the first "
-            "reading of its slot; use longer files or a larger validation_fraction")})
+            np.concatenate([r["seasonal"] for r in whole]),
+            f"no reading came a period ({season.period_s:g} s) after the first reading of "
+            "its slot; use files that span two periods")})
     scaled = probe.model_copy(update={"error_scale": error_scale, "level": level,
                                       "seasonal": seasonal})
     runs = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, start)
