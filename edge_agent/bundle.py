@@ -127,13 +127,19 @@ class LevelScoring(Strict):
     baseline follow slow drift (an EWMA with that weight) while that feature stays within
     ``track_below`` of it; a feature that moved further is measured against where it was
     before, so a fault does not become the new normal, and it scores low again as soon as the
-    feature returns — while its neighbours that only drift keep being followed.
+    feature returns — while its neighbours that only drift keep being followed. With
+    ``rebase_after``, a feature that stays away that long is taken at its word: its recent mean
+    becomes its baseline.
     """
 
     alpha: float = Field(gt=0, le=1)
     scale: list[float]
     track_alpha: float = Field(0.0, ge=0, le=1)
     track_below: float = Field(3.0, gt=0)
+    rebase_after: int | None = Field(None, ge=1, description=(
+        "A feature that stays further than track_below from its baseline for this many "
+        "readings in a row takes its recent mean as its new baseline: a lasting change of "
+        "operating point becomes normal, and its episode can end. None: never."))
 
 
 class SeasonalScoring(Strict):

@@ -20,7 +20,10 @@ The score has two parts, each about 1 on normal data:
   ``sqrt(mean_f l_f²)``. It catches sustained shifts away from normal (an overheating motor, a
   closing valve). With ``level.track_alpha`` each feature's baseline follows slow drift
   (temperatures wander over hours) as long as the feature stays within ``level.track_below``
-  of it, and holds still while the feature is further away.
+  of it, and holds still while the feature is further away — unless it stays away for
+  ``level.rebase_after`` readings in a row: then its recent mean becomes its baseline (a new
+  operating point; for streams that change regime for good, such as servers after a
+  reconfiguration).
 * **seasonal shift** (optional, ``seasonal``) — neither part above knows what the stream looked
   like a day ago: a daily peak that does not come, or comes lower, surprises a forecaster less
   than every normal day's edges do. The seasonal part keeps the stream's usual reading per
@@ -50,7 +53,8 @@ from .normalise import Vector
 @dataclass(slots=True)
 class ScoreState:
     """A stream's scoring memory: the smoothed surprise, its recent mean and its (tracking)
-    baseline, its seasonal profile (slots × features, a row of NaN until the slot's first
+    baseline, how many readings each feature has stayed beyond ``track_below`` of it, its
+    seasonal profile (slots × features, a row of NaN until the slot's first
     reading: one compact array, as a day of 5-minute slots is 288 rows per stream) and
     smoothed seasonal residual; all normalised (``None`` = unset)."""
 
@@ -59,6 +63,7 @@ class ScoreState:
     baseline: Vector | None = None
     profile: np.ndarray | None = None
     seasonal: Vector | None = None
+    away: list[int] | None = None
 
 
 class Scorer:
@@ -84,6 +89,7 @@ class Scorer:
         self.level_alpha = level.alpha if level is not None else 0.0
         self.track_alpha = level.track_alpha if level is not None else 0.0
         self.track_below = level.track_below if level is not None else 0.0
+        self.rebase_after = level.rebase_after if level is not None else None
         self.inv_level_scale: Vector | None = (
             (1.0 / np.asarray(level.scale, dtype=np.float64)).tolist() if level is not None
             else None)
@@ -118,7 +124,8 @@ class Scorer:
 
         Per feature: ``recent += level_alpha * (x - recent)``, ``shift = (recent - baseline) /
         level_scale``, and if ``|shift| < track_below``: ``baseline += track_alpha * (x -
-        baseline)``."""
+        baseline)``; with ``rebase_after``, after that many readings in a row with ``|shift| >=
+        track_below``: ``baseline = recent``."""
         inv_scale = self.inv_level_scale
         assert inv_scale is not None
         old_recent = state.level if state.level is not None else anchor  # a (re)started
@@ -133,8 +140,25 @@ class Scorer:
             recent.append(r)
             baseline.append(b)
             shift.append(d)
+        if self.rebase_after is not None:
+            self._rebase(state, shift, recent, baseline)
         state.level, state.baseline = recent, baseline
         return shift
+
+    def _rebase(self, state: ScoreState, shift: Vector, recent: Vector,
+                baseline: Vector) -> None:
+        """Count each feature's readings in a row beyond ``track_below``; at ``rebase_after``
+        its recent mean becomes its baseline (in place) and the count starts over."""
+        limit, below = self.rebase_after, self.track_below
+        assert limit is not None
+        away = state.away if state.away is not None else [0] * len(shift)
+        counts = []
+        for i, (d, n) in enumerate(zip(shift, away)):
+            n = n + 1 if abs(d) >= below else 0
+            if n >= limit:
+                baseline[i], n = recent[i], 0
+            counts.append(n)
+        state.away = counts
 
     def slot(self, ts: float) -> int:
         """The seasonal slot a timestamp falls in.

@@ -93,6 +93,16 @@ def _unprofile(value: dict[str, Any] | None, period_s: float | None, detector: D
     return array.astype(np.float64)
 
 
+def _counts(value: Any, n: int) -> list[int] | None:
+    """Per-feature counts back (readings each feature has stayed away from its baseline)."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != n
+            or not all(type(c) is int and c >= 0 for c in value)):
+        raise ValueError(f"level counts {value!r} are not {n} counts")
+    return value
+
+
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
                   status: str | None, season_period_s: float | None = None) -> str:
     """One stream's state as a JSON text (streams are serialised one at a time, so a snapshot
@@ -109,7 +119,7 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
         "score": {"smoothed": state.score.smoothed, "level": _array(state.score.level),
                   "baseline": _array(state.score.baseline),
                   "profile": _array(state.score.profile),
-                  "season_period_s": season_period_s,
+                  "season_period_s": season_period_s, "away": state.score.away,
                   "seasonal": _array(state.score.seasonal)},
         "episode": asdict(state.episode),
         "readings": state.readings,
@@ -141,7 +151,8 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     profile = _unprofile(score.get("profile"), score.get("season_period_s"), detector)
     state.score = ScoreState(score["smoothed"], _unlist(score["level"]),
                              _unlist(score.get("baseline")),
-                             profile, None if profile is None else _unlist(score.get("seasonal")))
+                             profile, None if profile is None else _unlist(score.get("seasonal")),
+                             _counts(score.get("away"), len(detector.features)))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

@@ -51,7 +51,8 @@ def test_errors_rms_and_level_shift_equal_numpy(data: st.DataObject) -> None:
     n = data.draw(st.integers(1, 7))  # numpy's sum is a plain left-to-right sum below 8 values
     level = LevelScoring(alpha=data.draw(st.floats(0.001, 0.5)), scale=data.draw(vectors(n, positive)),
                   track_alpha=data.draw(st.sampled_from([0.0, 0.0005, 0.01])),
-                  track_below=data.draw(st.floats(0.5, 10)))
+                  track_below=data.draw(st.floats(0.5, 10)),
+                  rebase_after=data.draw(st.sampled_from([None, 1, 2, 3])))
     scorer = Scorer(Scoring(error_scale=data.draw(vectors(n, positive)),
                             smoothing=Smoothing(alpha=0.1), level=level,
                             threshold=Threshold(enter=3, exit=2, method="fixed")))
@@ -62,13 +63,18 @@ def test_errors_rms_and_level_shift_equal_numpy(data: st.DataObject) -> None:
     assert scorer.raw(z) == float(np.sqrt(np.add.reduce(z_np * z_np) / n))
 
     state = ScoreState()
-    recent, base = anchor, anchor
+    recent, base, away = anchor, anchor, np.zeros(n, dtype=int)
     inv = 1.0 / np.asarray(level.scale)
-    for _ in range(3):  # the first step starts from the anchor, the later ones from the state
+    for _ in range(5):  # the first step starts from the anchor, the later ones from the state
         shift = scorer.level_shift(state, x.tolist(), anchor.tolist())
         recent = recent + level.alpha * (x - recent)
         shift_np = (recent - base) * inv
         if level.track_alpha > 0.0:
             base = base + (level.track_alpha * (np.abs(shift_np) < level.track_below)) * (x - base)
+        if level.rebase_after is not None:  # readings in a row away; at the limit, rebase
+            away = np.where(np.abs(shift_np) >= level.track_below, away + 1, 0)
+            base = np.where(away >= level.rebase_after, recent, base)
+            away = np.where(away >= level.rebase_after, 0, away)
+            assert state.away == away.tolist()
         assert shift == shift_np.tolist()
         assert state.level == recent.tolist() and state.baseline == base.tolist()

@@ -174,9 +174,9 @@ def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(tmp_path: Path) -> 
 
 
 def test_a_reload_that_keeps_state_starts_the_profile_over_only_if_the_slots_changed() -> None:
-    from tests.test_snapshots import BUNDLE, fed_worker, seasonal_variant
+    from tests.test_snapshots import BUNDLE, fed_worker, with_optional_parts
 
-    worker = fed_worker(None, streams=1, bundle=seasonal_variant(BUNDLE))
+    worker = fed_worker(None, streams=1, bundle=with_optional_parts(BUNDLE))
     state = next(iter(worker.streams.values()))
     profile, lstm = state.score.profile, state.lstm
     assert profile is not None
@@ -184,7 +184,7 @@ def test_a_reload_that_keeps_state_starts_the_profile_over_only_if_the_slots_cha
     def detector_for(bundle):
         return Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model))
 
-    same = seasonal_variant(BUNDLE)  # a recalibration with the same period and slots
+    same = with_optional_parts(BUNDLE)  # a recalibration with the same period and slots
     worker.swap(detector_for(same), keep_state=True)
     assert state.score.profile is profile and state.lstm is lstm
 
@@ -201,3 +201,21 @@ def with_season(bundle: Bundle, **changes: float) -> Bundle:
         update={"seasonal": season.model_copy(update=changes)})
     return Bundle(path=bundle.path,
                   manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
+
+
+def test_a_feature_that_stays_away_long_enough_takes_its_recent_mean_as_baseline() -> None:
+    """``level.rebase_after`` (by hand: recent = the reading, scale 1, track_below 2)."""
+    from edge_agent.bundle import LevelScoring
+
+    s = Scorer(Scoring(error_scale=[1.0, 1.0], smoothing=Smoothing(alpha=1.0),
+                       level=LevelScoring(alpha=1.0, scale=[1.0, 1.0], track_below=2.0,
+                                          rebase_after=3),
+                       threshold=Threshold(enter=3, exit=2, method="fixed")))
+    state, anchor = ScoreState(), [0.0, 0.0]
+    assert s.level_shift(state, [5.0, 5.0], anchor) == [5.0, 5.0] and state.away == [1, 1]
+    assert s.level_shift(state, [5.0, 1.0], anchor) == [5.0, 1.0] and state.away == [2, 0]
+    # Third reading in a row away for the first feature: its baseline becomes 5 (the second
+    # feature came back in between, so it starts counting again).
+    assert s.level_shift(state, [5.0, 5.0], anchor) == [5.0, 5.0] and state.away == [0, 1]
+    assert state.baseline == [5.0, 0.0]
+    assert s.level_shift(state, [5.0, 5.0], anchor) == [0.0, 5.0]

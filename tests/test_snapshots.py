@@ -23,14 +23,17 @@ from tests.conftest import DEMO_BUNDLE
 BUNDLE = load_bundle(DEMO_BUNDLE)
 
 
-def seasonal_variant(bundle: Bundle) -> Bundle:
-    """The demo bundle with a seasonal part of a 10 s period in 100 slots (simulated readings
-    come every 0.1 s, not exactly on the slot edges): the readings after the baseline fill
-    some slots, twice over, and leave others unseen."""
+def with_optional_parts(bundle: Bundle) -> Bundle:
+    """The demo bundle with a level rebase and a seasonal part of a 10 s period in 100 slots
+    (simulated readings come every 0.1 s, not exactly on the slot edges): the readings after
+    the baseline fill some slots, twice over, and leave others unseen."""
     n = len(bundle.manifest.features)
     season = SeasonalScoring(period_s=10.0, slots=100, alpha=0.1, profile_alpha=0.3,
                              track_below=4.0, scale=[0.5] * n)
-    scoring = bundle.manifest.scoring.model_copy(update={"seasonal": season})
+    level = bundle.manifest.scoring.level
+    assert level is not None
+    scoring = bundle.manifest.scoring.model_copy(update={
+        "seasonal": season, "level": level.model_copy(update={"rebase_after": 50})})
     return Bundle(path=bundle.path,
                   manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
 
@@ -56,7 +59,7 @@ def fed_worker(snapshot_dir: Path | None, streams: int = 3, readings: int = 400,
     return worker
 
 
-@pytest.mark.parametrize("bundle", [BUNDLE, seasonal_variant(BUNDLE)],
+@pytest.mark.parametrize("bundle", [BUNDLE, with_optional_parts(BUNDLE)],
                          ids=["plain", "seasonal"])
 def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle) -> None:
     worker = fed_worker(tmp_path, bundle=bundle)
@@ -74,8 +77,10 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle
         assert np.array_equal(entry.state.score.profile, live.score.profile, equal_nan=True) \
             if live.score.profile is not None else entry.state.score.profile is None
         assert entry.state.score.seasonal == live.score.seasonal
+        assert entry.state.score.away == live.score.away
         if bundle is not BUNDLE:  # slots seen after the baseline; unseen ones round-trip too
             assert live.score.profile is not None and live.score.seasonal is not None
+            assert live.score.away is not None
             assert 40 < np.sum(~np.isnan(live.score.profile[:, 0])) < 100
         assert entry.state.anchor == live.anchor
         assert entry.state.warmup_left == live.warmup_left == 0
@@ -152,10 +157,10 @@ def test_a_profile_for_other_slots_starts_over_and_the_rest_is_restored(tmp_path
     snapshot): the streams come back, their seasonal profiles start over."""
     from tests.test_seasonal import with_season
 
-    worker = fed_worker(tmp_path, bundle=seasonal_variant(BUNDLE))
+    worker = fed_worker(tmp_path, bundle=with_optional_parts(BUNDLE))
     snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
     for change in ({"period_s": 20.0}, {"slots": 50}):
-        other = with_season(seasonal_variant(BUNDLE), **change)
+        other = with_season(with_optional_parts(BUNDLE), **change)
         detector = Detector(other, StatefulModel(other.model_path, other.manifest.model))
         restored, _ = snapshots.read(tmp_path, BUNDLE.sha256, detector)
         for stream_id, entry in restored.items():

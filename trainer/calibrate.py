@@ -137,7 +137,8 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
     settings = DetectorSettings(warmup_readings=config.warmup_readings, alerts=AlertSettings())
     level = LevelScoring(alpha=config.level.alpha, scale=[1.0] * n,
                          track_alpha=config.level.track_alpha,
-                         track_below=config.level.track_below) if config.level.enabled else None
+                         track_below=config.level.track_below,
+                         rebase_after=config.level.rebase_after) if config.level.enabled else None
     seasonal = None if season is None else SeasonalScoring(
         period_s=season.period_s, slots=season.slots, alpha=config.seasonal.alpha,
         profile_alpha=config.seasonal.profile_alpha, track_below=config.seasonal.track_below,

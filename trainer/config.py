@@ -112,6 +112,10 @@ class LevelConfig(Section):
     track_below: float = Field(3.0, gt=0, description=(
         "A feature further than this from its baseline is not followed (a fault does not "
         "become the new normal)."))
+    rebase_after: int | None = Field(None, ge=1, description=(
+        "Readings in a row a feature may stay further than track_below before its recent "
+        "mean becomes its baseline (a lasting change of operating point becomes normal and "
+        "its alert can end); null: never (a fault alerts for as long as it lasts)."))
 
 
 class SeasonalConfig(Section):
