@@ -129,7 +129,8 @@ def _config(path: Path, seasonal: bool) -> Path:
 
 @pytest.mark.slow
 @needs_tf
-def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(tmp_path: Path) -> None:
+def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, labels, anomaly_row = _write_nab_daily(tmp_path / "nab")
     out = tmp_path / "out"
     result = benchmarks.run_nab(data, labels, out=out, config=_config(tmp_path / "s.yaml", True),
@@ -138,6 +139,8 @@ def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(tmp_path: Path) -> 
     season = bundle.manifest.scoring.seasonal
     assert season is not None and (season.period_s, season.slots) == (86400, 24)
     assert result["totals"]["start"]["int8"]["standard"]["tp"] == 1
+    assert main(["inspect", str(out / "bundles" / "daily")]) == 0
+    assert "seasonal part: period 86400 s in 24 slots" in capsys.readouterr().out
 
     # The alert that catches it names the seasonal part: the reading was far from what this
     # hour of the day usually reads.

@@ -50,9 +50,14 @@ def summary(bundle: Bundle) -> str:
     if m.float_model is not None:
         lines += _model_lines("float model", m.float_model)
     level = (f"; level shift alpha {scoring.level.alpha:g}" if scoring.level else "; no level part")
+    if scoring.level and scoring.level.rebase_after:
+        level += f" (rebased after {scoring.level.rebase_after} readings away)"
+    season = scoring.seasonal
+    seasonal = (f"; seasonal part: period {season.period_s:g} s in {season.slots} slots"
+                if season else "; no seasonal part")
     lines += [
-        f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}; top {scoring.top_features}"
-        " features reported",
+        f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}{seasonal}; top "
+        f"{scoring.top_features} features reported",
         f"threshold ({scoring.threshold.method}): enter {scoring.threshold.enter:.4g}, "
         f"exit {scoring.threshold.exit:.4g}",
     ]
