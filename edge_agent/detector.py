@@ -10,7 +10,8 @@ Order of work for one reading of a stream:
    the stream (an open episode ends first);
 2. per-stream baseline: while it is being learned the reading only feeds it;
 3. normalise with the stream's scale;
-4. score the reading against the forecast made one step earlier (smoothed);
+4. score the reading against the forecast made one step earlier (smoothed), the stream's
+   baseline (level) and, for a seasonal bundle, its usual reading at this time of the period;
 5. decide: after warm-up, the episode state machine may emit ``start``/``update``/``end``;
 6. step the LSTM with the reading, keeping the forecast of the next one.
 """
