@@ -144,11 +144,14 @@ class BufferedClient(paho.Client):
         self._buffer = b""
         self._offset = 0  # bytes of _buffer already handed out
         self._read_socket: Any = None  # the socket the buffered bytes came from
+        self._socket_read_allowed = True  # False while loop_read works through its buffer
         #: called (in the network thread) with the PUBLISH packets of one socket read
         self.on_publishes: PublishesHandler | None = None
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if not self.buffered_bytes():
+            if not self._socket_read_allowed:  # paho's "nothing yet": it keeps a cut packet
+                raise BlockingIOError          # and finishes it on its next turn
             data = super()._sock_recv(CHUNK)  # raises as paho expects when nothing is there
             if len(data) <= bufsize:
                 self._buffer, self._offset = b"", 0
@@ -166,10 +169,19 @@ class BufferedClient(paho.Client):
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """paho's ``loop_read``, repeated while buffered bytes remain: they would otherwise
-        wait for the next ``select()``, which only sees bytes still in the socket."""
+        wait for the next ``select()``, which only sees bytes still in the socket.
+
+        Only the first call may read the socket: the repeats work through what it read and
+        stop at a packet cut by its end. Were they to read on, a reader slower than its input
+        would never leave this loop while bytes keep coming, and paho, which writes between
+        two reads, would never send the agent's alerts, acknowledgements or pings."""
         rc = super().loop_read(max_packets)
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.buffered_bytes():
-            rc = super().loop_read(max_packets)
+        self._socket_read_allowed = False
+        try:
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.buffered_bytes():
+                rc = super().loop_read(max_packets)
+        finally:
+            self._socket_read_allowed = True
         return rc
 
     def _packet_read(self) -> MQTTErrorCode:

@@ -3,7 +3,9 @@ split across socket reads, across reconnects and over TLS, with far fewer reads 
 
 from __future__ import annotations
 
+import select
 import socket
+import time
 import ssl
 import threading
 from pathlib import Path
@@ -77,6 +79,47 @@ def test_a_read_larger_than_the_chunk_is_returned_in_pieces() -> None:
         got += piece
     sender.join()
     assert got == body
+    here.close()
+    there.close()
+
+
+def test_one_loop_read_takes_what_it_read_and_leaves_a_busy_socket_to_the_next_turn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader slower than its input must still get its own packets out (alerts, acks,
+    pings), and paho writes only between two reads. So one ``loop_read`` reads the socket once
+    and takes apart what it got, however much more is waiting; a packet cut by the end of the
+    read is finished on the next turn. (Refilling for as long as bytes came starved the
+    agent's outgoing messages under a sustained flood: the demo once saw no alerts for
+    seconds.)"""
+    reads = []
+    original = paho.Client._sock_recv
+
+    def counting(client: paho.Client, bufsize: int) -> bytes:
+        data = original(client, bufsize)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(paho.Client, "_sock_recv", counting)
+    here, there = socket.socketpair()
+    here.setblocking(False)
+    client = client_on(here)
+    got: list[Incoming] = []
+    client.on_publishes = got.extend
+    client.on_message = lambda c, u, m: got.append(Incoming.from_message(m))
+    packets = [bytes([0x30, 70, 0, 6]) + b"data/x" + f"{i:062d}".encode() for i in range(9000)]
+    sender = threading.Thread(target=there.sendall, args=(b"".join(packets),))
+    sender.start()
+    wait_until(lambda: select.select([here], [], [], 0)[0] != [], 10, "bytes to read")
+    time.sleep(0.2)  # let the socket fill up
+
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert len(reads) == 1 and 0 < len(got) < len(packets)
+    while len(got) < len(packets):  # turn after turn, as paho's loop would
+        before = len(reads)
+        assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+        assert len(reads) - before <= 1
+    sender.join()
+    assert [m.payload for m in got] == [p[10:] for p in packets]
     here.close()
     there.close()
 
@@ -318,3 +361,4 @@ def test_messages_over_tls_are_whole(tmp_path: Path) -> None:
         broker.close()
     assert sub.payloads == [b"go"] + sent
     assert sub.client.loop_read() == MQTTErrorCode.MQTT_ERR_NO_CONN  # closed cleanly
+
