@@ -142,8 +142,8 @@ class Detector:
     def adopt(self, state: StreamState, previous: "Detector") -> None:
         """Take over a stream that keeps its state across a model reload: a seasonal profile
         made for other slots (or for none) starts over; everything else carries on."""
-        old, new = previous.scorer.seasonal, self.scorer.seasonal
-        if old is None or new is None or (old.period_s, old.slots) != (new.period_s, new.slots):
+        old = previous.scorer.seasonal
+        if old is None or not self.scorer.profile_fits(old.period_s, old.slots):
             state.score.profile = state.score.seasonal = None
 
     def _learn_baseline(self, state: StreamState, values: Vector) -> None:

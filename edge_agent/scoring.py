@@ -176,6 +176,12 @@ class Scorer:
         slot = int((ts % season.period_s) * season.slots / season.period_s)
         return slot if slot < season.slots else season.slots - 1
 
+    def profile_fits(self, period_s: float | None, slots: int) -> bool:
+        """Does a profile made for ``period_s`` in ``slots`` mean the same here? (A reload or a
+        restore after recalibration may bring another period, or none.)"""
+        season = self.seasonal
+        return season is not None and (period_s, slots) == (season.period_s, season.slots)
+
     def seasonal_shift(self, state: ScoreState, x: Vector, ts: float
                        ) -> tuple[Vector, Vector] | None:
         """Per-feature smoothed distance of the readings from their slot's usual value, and

@@ -84,11 +84,9 @@ def _unprofile(value: dict[str, Any] | None, period_s: float | None, detector: D
     since with another period or other slots, or without a seasonal part (same model, so the
     snapshot still holds)."""
     array = _unarray(value)
-    season = detector.scorer.seasonal
-    if (array is None or season is None or array.shape[0] != season.slots
-            or period_s != season.period_s):
+    if array is None or not detector.scorer.profile_fits(period_s, array.shape[0]):
         return None
-    if array.shape != (season.slots, len(detector.features)):
+    if array.ndim != 2 or array.shape[1] != len(detector.features):
         raise ValueError("seasonal profile does not fit the bundle's features")
     return array.astype(np.float64)
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from edge_agent.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_BUNDLE = ROOT / "edge_agent" / "demo_bundle"
@@ -31,6 +35,23 @@ def pytest_configure(config: pytest.Config) -> None:
                                          ("mosquitto", find_mosquitto() is not None)) if not ok]
         if missing:
             raise pytest.UsageError(f"EDGE_REQUIRE_ALL=1 but missing: {', '.join(missing)}")
+
+
+def with_optional_parts(bundle: "Bundle") -> "Bundle":
+    """The demo bundle with a level rebase and a seasonal part of a 10 s period in 100 slots
+    (simulated readings come every 0.1 s, not exactly on the slot edges): the readings after
+    the baseline fill some slots, twice over, and leave others unseen."""
+    from edge_agent.bundle import SeasonalScoring
+
+    n = len(bundle.manifest.features)
+    season = SeasonalScoring(period_s=10.0, slots=100, alpha=0.1, profile_alpha=0.3,
+                             track_below=4.0, scale=[0.5] * n)
+    level = bundle.manifest.scoring.level
+    assert level is not None
+    scoring = bundle.manifest.scoring.model_copy(update={
+        "seasonal": season, "level": level.model_copy(update={"rebase_after": 50})})
+    return type(bundle)(path=bundle.path,
+                        manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
 
 
 @pytest.fixture(scope="session")

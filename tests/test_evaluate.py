@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import yaml
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.payloads import Topics, iso
 from edge_agent.simulator import FEATURES, Fault, simulate, write_csv
 from edge_agent.stats import Stats
 from edge_agent.worker import Item, Worker
-from tests.conftest import DEMO_BUNDLE, needs_tf
+from tests.conftest import DEMO_BUNDLE, needs_tf, with_optional_parts
 from tests.mqtt_helpers import (AgentProcess, Publisher, Recorder, agent_config,
                                 needs_mosquitto, reading_payload, wait_until)
 from trainer import benchmarks, nab
@@ -150,8 +150,9 @@ def test_agent_settings_come_through_the_agents_own_mapping(tmp_path: Path) -> N
 
 
 # -- evaluation == the live agent -----------------------------------------------------------------
-def _evaluated_alerts(config: Path, csv_path: Path, stream_id: str):
-    bundle = load_bundle(DEMO_BUNDLE)
+def _evaluated_alerts(config: Path, csv_path: Path, stream_id: str,
+                      bundle: Bundle | None = None):
+    bundle = bundle or load_bundle(DEMO_BUNDLE)
     streams = read_labelled([csv_path], bundle.manifest.features, "anomaly")
     streams[0].name = stream_id  # the alert id is derived from the stream id
     ev = evaluate_streams(bundle, streams, agent_settings(config), log=lambda line: None)
@@ -189,14 +190,20 @@ def test_evaluation_alerts_are_what_the_live_daemon_publishes(broker, labelled_d
     recorder.close()
 
 
-def test_evaluation_alerts_are_what_the_worker_publishes(labelled_dir: Path,
-                                                         tmp_path: Path) -> None:
-    """The same check in-process, without a broker: the agent's worker, fed item by item."""
+@pytest.mark.parametrize("optional_parts", [False, True], ids=["demo", "seasonal+rebase"])
+def test_evaluation_alerts_are_what_the_worker_publishes(labelled_dir: Path, tmp_path: Path,
+                                                         optional_parts: bool) -> None:
+    """The same check in-process, without a broker: the agent's worker, fed item by item; also
+    for a bundle with a seasonal part and a level rebase (their state lives in the stream)."""
     config = tmp_path / "agent.yaml"
     config.write_text(yaml.safe_dump({
         "bundle": str(DEMO_BUNDLE), "input": {"topics": ["robots/{robot}/joints/{joint}/t"]},
         "alerts": {"exit_readings": 30, "cooldown_readings": 50}}))
-    stream, _, expected = _evaluated_alerts(config, labelled_dir / "stuck.csv", "r2/wrist")
+    bundle = load_bundle(DEMO_BUNDLE)
+    if optional_parts:
+        bundle = with_optional_parts(bundle)
+    stream, _, expected = _evaluated_alerts(config, labelled_dir / "stuck.csv", "r2/wrist",
+                                            bundle)
     assert expected
 
     class Output:
@@ -217,7 +224,6 @@ def test_evaluation_alerts_are_what_the_worker_publishes(labelled_dir: Path,
     from edge_agent.detector import Detector
     from edge_agent.model import StatefulModel
 
-    bundle = load_bundle(DEMO_BUNDLE)
     detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model),
                         detector_settings(load_agent_config(config)))
     out = Output()

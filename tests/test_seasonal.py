@@ -17,7 +17,7 @@ from edge_agent.csvdata import Recording
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.model import StatefulModel
 from edge_agent.scoring import Scorer, ScoreState
-from tests.conftest import needs_tf
+from tests.conftest import needs_tf, with_optional_parts
 from trainer import benchmarks
 from trainer.__main__ import main
 from trainer.config import SeasonalConfig
@@ -177,7 +177,7 @@ def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(
 
 
 def test_a_reload_that_keeps_state_starts_the_profile_over_only_if_the_slots_changed() -> None:
-    from tests.test_snapshots import BUNDLE, fed_worker, with_optional_parts
+    from tests.test_snapshots import BUNDLE, fed_worker
 
     worker = fed_worker(None, streams=1, bundle=with_optional_parts(BUNDLE))
     state = next(iter(worker.streams.values()))

@@ -11,31 +11,16 @@ import numpy as np
 import pytest
 
 from edge_agent import snapshots
-from edge_agent.bundle import Bundle, SeasonalScoring, load_bundle
+from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.model import StatefulModel
 from edge_agent.payloads import Topics
 from edge_agent.simulator import simulate
 from edge_agent.stats import Stats
 from edge_agent.worker import Item, Worker
-from tests.conftest import DEMO_BUNDLE
+from tests.conftest import DEMO_BUNDLE, with_optional_parts
 
 BUNDLE = load_bundle(DEMO_BUNDLE)
-
-
-def with_optional_parts(bundle: Bundle) -> Bundle:
-    """The demo bundle with a level rebase and a seasonal part of a 10 s period in 100 slots
-    (simulated readings come every 0.1 s, not exactly on the slot edges): the readings after
-    the baseline fill some slots, twice over, and leave others unseen."""
-    n = len(bundle.manifest.features)
-    season = SeasonalScoring(period_s=10.0, slots=100, alpha=0.1, profile_alpha=0.3,
-                             track_below=4.0, scale=[0.5] * n)
-    level = bundle.manifest.scoring.level
-    assert level is not None
-    scoring = bundle.manifest.scoring.model_copy(update={
-        "seasonal": season, "level": level.model_copy(update={"rebase_after": 50})})
-    return Bundle(path=bundle.path,
-                  manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
 
 
 class Discard:

@@ -10,14 +10,21 @@ from typing import Sequence
 from edge_agent.errors import EdgeError, run_cli
 
 
-def _train(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
+    """The trainer config named by ``--config``, with ``--data`` (if given) as its data paths."""
     from . import config as trainer_config
-    from .train import run
 
     config = trainer_config.load(args.config)
-    data = config.data
     if args.data:
-        data = data.model_copy(update={"paths": [str(Path(p)) for p in args.data]})
+        config = config.model_copy(update={"data": config.data.model_copy(
+            update={"paths": [str(Path(p)) for p in args.data]})})
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import run
+
+    config = _config(args)
     output = config.output
     if args.out:
         output = output.model_copy(update={"dir": str(Path(args.out))})
@@ -26,19 +33,14 @@ def _train(args: argparse.Namespace) -> int:
     model = config.model
     if args.epochs:
         model = model.model_copy(update={"epochs": args.epochs})
-    run(config.model_copy(update={"data": data, "output": output, "model": model}))
+    run(config.model_copy(update={"output": output, "model": model}))
     return 0
 
 
 def _recalibrate(args: argparse.Namespace) -> int:
-    from . import config as trainer_config
     from .recalibrate import recalibrate
 
-    config = trainer_config.load(args.config)
-    if args.data:
-        config = config.model_copy(update={"data": config.data.model_copy(
-            update={"paths": [str(Path(p)) for p in args.data]})})
-    recalibrate(args.bundle, config, out=args.out)
+    recalibrate(args.bundle, _config(args), out=args.out)
     return 0
 
 
