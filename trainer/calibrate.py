@@ -162,14 +162,72 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
             "its slot; use files that span two periods")})
     scaled = probe.model_copy(update={"error_scale": error_scale, "level": level,
                                       "seasonal": seasonal})
-    runs = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, start)
-            for rec, start in zip(recordings, starts)]
-    scores = np.concatenate([r["score"] for r in runs])
-    scores = scores[~np.isnan(scores)]
+    whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
+             for rec in recordings]
+    scores = _validation_scores(whole, starts)
     threshold = choose_threshold(scores, config.threshold)
+    if config.threshold.tail_quantile is not None:
+        scaled, widened = widen_to_tails(scaled, whole, threshold.enter, config.threshold)
+        threshold.details["widened"] = widened
+        if any(factor > 1.0 for factor in widened.values()):
+            whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
+                     for rec in recordings]
+            scores = _validation_scores(whole, starts)
+    runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
     traces = [Trace(rec.path, rec.values[start:], r["expected"], r["score"])
               for rec, start, r in zip(recordings, starts, runs)]
     return Calibration(scaled.model_copy(update={"threshold": threshold}), scores, traces)
+
+
+def _validation_scores(whole: Sequence[dict[str, np.ndarray]], starts: Sequence[int]
+                       ) -> np.ndarray:
+    scores = np.concatenate([r["score"][start:] for r, start in zip(whole, starts)])
+    return scores[~np.isnan(scores)]
+
+
+ONLINE_PARTS = {"level": "shift", "seasonal": "seasonal"}  # Scoring field -> run_detector key
+
+
+def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], enter: float,
+                   config: ThresholdConfig) -> tuple[Scoring, dict[str, float]]:
+    """Widen the level and seasonal scales so that each part's own normal tail (its
+    ``tail_quantile`` over every scored reading of the recordings, times ``tail_margin``) is
+    no higher than ``enter``; returns the new scoring and each part's factor (1: unchanged).
+
+    The combined threshold comes from the validation parts, which are often too short for
+    these slow parts (an EWMA of the readings; a residual from a profile) to show their
+    spread: a level that wandered twice as far in the training rows as in the validation
+    rows would otherwise raise alarms for its normal wandering. The network plays no part
+    in them, so training rows are fair evidence.
+
+    >>> from edge_agent.bundle import LevelScoring, Smoothing, Threshold
+    >>> s = Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=0.1),
+    ...             level=LevelScoring(alpha=0.1, scale=[2.0]),
+    ...             threshold=Threshold(enter=3.0, exit=2.0, method="fixed"))
+    >>> shift = np.array([[1.0], [2.0], [6.0], [np.nan]])  # the part reached 6 on normal rows
+    >>> wide, factors = widen_to_tails(s, [{"shift": shift}], 3.0,
+    ...                                ThresholdConfig(tail_quantile=1.0, tail_margin=1.0))
+    >>> wide.level.scale, factors
+    ([4.0], {'level': 2.0})
+    """
+    assert config.tail_quantile is not None
+    update: dict[str, Any] = {}
+    factors: dict[str, float] = {}
+    for name, key in ONLINE_PARTS.items():
+        part = getattr(scoring, name)
+        if part is None:
+            continue
+        rows = np.concatenate([r[key] for r in whole if key in r])
+        rows = rows[~np.isnan(rows).any(axis=1)]
+        if rows.shape[0] == 0:
+            continue
+        values = np.sqrt(np.mean(rows ** 2, axis=1))  # the part, as Scorer.raw combines it
+        tail = float(np.quantile(values, config.tail_quantile)) * config.tail_margin
+        factor = max(1.0, tail / enter)
+        factors[name] = round(factor, 6)
+        if factor > 1.0:
+            update[name] = part.model_copy(update={"scale": [v * factor for v in part.scale]})
+    return scoring.model_copy(update=update), factors
 
 
 def calibrate_split(draft: Bundle, model: StatefulModel, split: Split, config: ScoringConfig,

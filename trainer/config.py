@@ -92,6 +92,13 @@ class ThresholdConfig(Section):
     z_max: float = Field(12.0, gt=0)
     z_step: float = Field(0.5, gt=0)
     exit_ratio: float = Field(0.75, gt=0, le=1, description="exit threshold = enter * this.")
+    tail_quantile: float | None = Field(None, gt=0.5, le=1, description=(
+        "Level and seasonal parts: widen a part's scale until this quantile of its values "
+        "over every scored training reading, times tail_margin, is no higher than the enter "
+        "threshold. These parts do not depend on the network, so training readings are fair "
+        "evidence, and a slow part needs more readings than a validation part to show its "
+        "spread. null: off."))
+    tail_margin: float = Field(1.2, ge=1.0, description="Multiplier on tail_quantile's value.")
 
     @model_validator(mode="after")
     def _z_range(self) -> "ThresholdConfig":
