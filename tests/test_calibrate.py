@@ -13,6 +13,7 @@ from edge_agent.simulator import simulate
 from tests.conftest import DEMO_BUNDLE
 from trainer.calibrate import calibrate
 from trainer.config import LevelConfig, ScoringConfig, ThresholdConfig
+from trainer.inspect import summary
 
 ROWS, VALIDATION = 3000, 2400
 
@@ -63,6 +64,8 @@ def test_a_level_that_wanders_in_the_training_rows_is_widened_to_its_own_tail() 
     assert np.allclose(w_scoring.level.scale, np.multiply(n_scoring.level.scale, factor))
     assert w_scoring.error_scale == n_scoring.error_scale
     assert "widened" not in n_scoring.threshold.details
+    assert f"scales widened to their own tail: level x{factor:.3g}" in summary(wide)
+    assert "widened" not in summary(narrow)
     # The wander raised alarms with the validation-only scale, and raises none widened.
     assert [i for i in _starts(narrow, model, rec) if 600 <= i < 2000]
     assert _starts(wide, model, rec) == []

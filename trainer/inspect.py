@@ -7,10 +7,18 @@ loaded in the agent runtime and its tensors and zero state are checked against t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from edge_agent.bundle import Bundle, ModelFile, load_bundle
 from edge_agent.model import StatefulModel, load_runtime
 
+
+
+def _widened(details: dict[str, Any]) -> str:
+    """Which slow parts calibration widened to their own tail (``threshold.tail_quantile``)."""
+    widened = {k: v for k, v in details.get("widened", {}).items() if v > 1.0}
+    return ("; scales widened to their own tail: "
+            + ", ".join(f"{k} x{v:.3g}" for k, v in widened.items())) if widened else ""
 
 def verify(path: str | Path) -> Bundle:
     bundle = load_bundle(path)
@@ -59,7 +67,7 @@ def summary(bundle: Bundle) -> str:
         f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}{seasonal}; top "
         f"{scoring.top_features} features reported",
         f"threshold ({scoring.threshold.method}): enter {scoring.threshold.enter:.4g}, "
-        f"exit {scoring.threshold.exit:.4g}",
+        f"exit {scoring.threshold.exit:.4g}" + _widened(scoring.threshold.details),
     ]
     t = m.training
     if t:
