@@ -14,6 +14,8 @@ only the readings of its validation part are collected.
    ``quantile`` (a high quantile times a margin) or ``sweep`` (telemanom's idea: thresholds
    ``mean + z·sd`` for a range of z, keeping the one whose removal of the points above it most
    reduces the scores' mean and spread per anomalous point and sequence it flags).
+3. With ``threshold.tail_quantile``, widen the level and seasonal scales until each part's own
+   tail over the whole recordings stays under that threshold (:func:`widen_to_tails`).
 """
 
 from __future__ import annotations
@@ -80,9 +82,14 @@ def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
     return {k: v[start:] for k, v in out.items()}
 
 
+def _scored(rows: np.ndarray) -> np.ndarray:
+    """The rows (readings × features) that were scored (unscored ones are NaN)."""
+    return rows[~np.isnan(rows).any(axis=1)]
+
+
 def _rms(rows: np.ndarray, why: str = "validation parts are shorter than the warm-up and "
          "baseline") -> list[float]:
-    rows = rows[~np.isnan(rows).any(axis=1)]
+    rows = _scored(rows)
     if rows.shape[0] == 0:
         raise ValueError(f"no scored validation readings: {why}")
     return np.maximum(np.sqrt(np.mean(rows ** 2, axis=0)), SCALE_FLOOR).tolist()
@@ -200,15 +207,21 @@ def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], ent
     rows would otherwise raise alarms for its normal wandering. The network plays no part
     in them, so training rows are fair evidence.
 
-    >>> from edge_agent.bundle import LevelScoring, Smoothing, Threshold
+    Each part on its own: here the level reached 6 on normal rows (twice the threshold), the
+    seasonal residual 2.5 (below it).
+
+    >>> from edge_agent.bundle import LevelScoring, SeasonalScoring, Smoothing, Threshold
     >>> s = Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=0.1),
     ...             level=LevelScoring(alpha=0.1, scale=[2.0]),
+    ...             seasonal=SeasonalScoring(period_s=86400, slots=24, alpha=0.1,
+    ...                                      profile_alpha=0.3, track_below=4, scale=[0.5]),
     ...             threshold=Threshold(enter=3.0, exit=2.0, method="fixed"))
-    >>> shift = np.array([[1.0], [2.0], [6.0], [np.nan]])  # the part reached 6 on normal rows
-    >>> wide, factors = widen_to_tails(s, [{"shift": shift}], 3.0,
+    >>> run = {"shift": np.array([[1.0], [2.0], [6.0], [np.nan]]),
+    ...        "seasonal": np.array([[np.nan], [0.5], [-2.5], [1.0]])}
+    >>> wide, factors = widen_to_tails(s, [run], 3.0,
     ...                                ThresholdConfig(tail_quantile=1.0, tail_margin=1.0))
-    >>> wide.level.scale, factors
-    ([4.0], {'level': 2.0})
+    >>> wide.level.scale, wide.seasonal.scale, factors
+    ([4.0], [0.5], {'level': 2.0, 'seasonal': 1.0})
     """
     assert config.tail_quantile is not None
     update: dict[str, Any] = {}
@@ -217,8 +230,7 @@ def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], ent
         part = getattr(scoring, name)
         if part is None:
             continue
-        rows = np.concatenate([r[key] for r in whole if key in r])
-        rows = rows[~np.isnan(rows).any(axis=1)]
+        rows = _scored(np.concatenate([r[key] for r in whole]))
         if rows.shape[0] == 0:
             continue
         values = np.sqrt(np.mean(rows ** 2, axis=1))  # the part, as Scorer.raw combines it

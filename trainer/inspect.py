@@ -13,13 +13,6 @@ from edge_agent.bundle import Bundle, ModelFile, load_bundle
 from edge_agent.model import StatefulModel, load_runtime
 
 
-
-def _widened(details: dict[str, Any]) -> str:
-    """Which slow parts calibration widened to their own tail (``threshold.tail_quantile``)."""
-    widened = {k: v for k, v in details.get("widened", {}).items() if v > 1.0}
-    return ("; scales widened to their own tail: "
-            + ", ".join(f"{k} x{v:.3g}" for k, v in widened.items())) if widened else ""
-
 def verify(path: str | Path) -> Bundle:
     bundle = load_bundle(path)
     runtime = load_runtime()
@@ -35,6 +28,13 @@ def _model_lines(label: str, spec: ModelFile) -> list[str]:
         lines.append(f"    state {tensor.name:9s} tensor {tensor.index:3d}  {tensor.dtype:7s} "
                      f"{tensor.shape}  scale {tensor.scale:.3g} zero point {tensor.zero_point}")
     return lines
+
+
+def _widened(details: dict[str, Any]) -> str:
+    """Which slow parts calibration widened to their own tail (``threshold.tail_quantile``)."""
+    widened = {k: v for k, v in details.get("widened", {}).items() if v > 1.0}
+    return ("; scales widened to their own tail: "
+            + ", ".join(f"{k} x{v:.3g}" for k, v in widened.items())) if widened else ""
 
 
 def summary(bundle: Bundle) -> str:
