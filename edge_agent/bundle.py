@@ -129,7 +129,10 @@ class LevelScoring(Strict):
     before, so a fault does not become the new normal, and it scores low again as soon as the
     feature returns — while its neighbours that only drift keep being followed. With
     ``rebase_after``, a feature that stays away that long is taken at its word: its recent mean
-    becomes its baseline.
+    becomes its baseline. With ``noise`` as well, a rebase also widens that feature's scale by
+    how much noisier its readings were while away than they were in training (never narrows):
+    a new operating point that is also a noisier one (a server's load jumping between idle and
+    full after a reconfiguration) gets a level scale that fits it.
     """
 
     alpha: float = Field(gt=0, le=1)
@@ -140,6 +143,11 @@ class LevelScoring(Strict):
         "A feature that stays further than track_below from its baseline for this many "
         "readings in a row takes its recent mean as its new baseline: a lasting change of "
         "operating point becomes normal, and its episode can end. None: never."))
+    noise: list[float] | None = Field(None, description=(
+        "Per feature, the normal change from one reading to the next (root mean square of "
+        "successive differences of the normalised training readings). With rebase_after, a "
+        "rebase widens the feature's scale by the ratio of the same measure over the readings "
+        "it stayed away to this (never narrows). None: a rebase keeps the scale."))
 
 
 class SeasonalScoring(Strict):
@@ -222,9 +230,10 @@ class Manifest(Strict):
                 raise ValueError(f"{key} has {len(values)} values for {n} features")
         level = self.scoring.level
         if level is not None:
-            if len(level.scale) != n:
-                raise ValueError(f"scoring.level.scale has {len(level.scale)} values for {n} "
-                                 "features")
+            for key, values in (("scale", level.scale), ("noise", level.noise or [1.0] * n)):
+                if len(values) != n:
+                    raise ValueError(f"scoring.level.{key} has {len(values)} values for {n} "
+                                     "features")
             if self.normalisation.baseline_readings < 1:
                 raise ValueError("scoring.level needs normalisation.baseline_readings >= 1")
         seasonal = self.scoring.seasonal
@@ -233,12 +242,12 @@ class Manifest(Strict):
                              "features")
         scales = self.normalisation.std + self.normalisation.min_std + self.scoring.error_scale
         if level is not None:
-            scales = scales + level.scale
+            scales = scales + level.scale + (level.noise or [])
         if seasonal is not None:
             scales = scales + seasonal.scale
         if any(not s > 0 for s in scales):
-            raise ValueError("std, min_std, error_scale, level.scale and seasonal.scale must "
-                             "be positive")
+            raise ValueError("std, min_std, error_scale, level.scale, level.noise and "
+                             "seasonal.scale must be positive")
         for name, spec in (("model", self.model), ("float_model", self.float_model)):
             if spec is None:
                 continue

@@ -23,7 +23,9 @@ The score has two parts, each about 1 on normal data:
   of it, and holds still while the feature is further away — unless it stays away for
   ``level.rebase_after`` readings in a row: then its recent mean becomes its baseline (a new
   operating point; for streams that change regime for good, such as servers after a
-  reconfiguration).
+  reconfiguration). A recent mean wanders in proportion to the readings' noise, so when the
+  bundle knows the normal reading-to-reading change (``level.noise``), a rebase also widens
+  the feature's scale by how much noisier it was while away (never narrower).
 * **seasonal shift** (optional, ``seasonal``) — neither part above knows what the stream looked
   like a day ago: a daily peak that does not come, or comes lower, surprises a forecaster less
   than every normal day's edges do. The seasonal part keeps the stream's usual reading per
@@ -56,7 +58,9 @@ class ScoreState:
     baseline, how many readings each feature has stayed beyond ``track_below`` of it, its
     seasonal profile (slots × features, a row of NaN until the slot's first
     reading: one compact array, as a day of 5-minute slots is 288 rows per stream) and
-    smoothed seasonal residual; all normalised (``None`` = unset)."""
+    smoothed seasonal residual; for rebases that widen the level scale, the previous reading,
+    the sum of squared reading-to-reading changes of each feature while away, and each
+    feature's widening so far; all normalised (``None`` = unset)."""
 
     smoothed: float | None = None
     level: Vector | None = None
@@ -64,6 +68,9 @@ class ScoreState:
     profile: np.ndarray | None = None
     seasonal: Vector | None = None
     away: list[int] | None = None
+    previous: Vector | None = None
+    away_noise: Vector | None = None
+    widened: Vector | None = None
 
 
 class Scorer:
@@ -90,6 +97,7 @@ class Scorer:
         self.track_alpha = level.track_alpha if level is not None else 0.0
         self.track_below = level.track_below if level is not None else 0.0
         self.rebase_after = level.rebase_after if level is not None else None
+        self.level_noise = level.noise if level is not None and self.rebase_after else None
         self.inv_level_scale: Vector | None = (
             (1.0 / np.asarray(level.scale, dtype=np.float64)).tolist() if level is not None
             else None)
@@ -123,42 +131,77 @@ class Scorer:
         first; then, with ``track_alpha``, following each feature slowly while it is close).
 
         Per feature: ``recent += level_alpha * (x - recent)``, ``shift = (recent - baseline) /
-        level_scale``, and if ``|shift| < track_below``: ``baseline += track_alpha * (x -
-        baseline)``; with ``rebase_after``, after that many readings in a row with ``|shift| >=
-        track_below``: ``baseline = recent``."""
+        level_scale / widened``, and if ``|shift| < track_below``: ``baseline += track_alpha *
+        (x - baseline)``; with ``rebase_after``, after that many readings in a row with
+        ``|shift| >= track_below``: ``baseline = recent`` (and, with ``noise``, ``widened =
+        max(widened, rms(reading-to-reading changes while away) / noise)``; ``widened`` starts
+        at 1)."""
         inv_scale = self.inv_level_scale
         assert inv_scale is not None
         old_recent = state.level if state.level is not None else anchor  # a (re)started
         old_baseline = state.baseline if state.baseline is not None else anchor  # stream
+        widened = state.widened if state.widened is not None else [1.0] * len(x)
         alpha, track, below = self.level_alpha, self.track_alpha, self.track_below
         recent, baseline, shift = [], [], []
-        for v, r, b, inv in zip(x, old_recent, old_baseline, inv_scale):
+        for v, r, b, inv, w in zip(x, old_recent, old_baseline, inv_scale, widened):
             r = r + alpha * (v - r)
-            d = (r - b) * inv
+            d = (r - b) * inv / w
             if track > 0.0 and abs(d) < below:
                 b = b + track * (v - b)
             recent.append(r)
             baseline.append(b)
             shift.append(d)
         if self.rebase_after is not None:
-            self._rebase(state, shift, recent, baseline)
+            self._rebase(state, x, shift, recent, baseline)
         state.level, state.baseline = recent, baseline
         return shift
 
-    def _rebase(self, state: ScoreState, shift: Vector, recent: Vector,
+    def _rebase(self, state: ScoreState, x: Vector, shift: Vector, recent: Vector,
                 baseline: Vector) -> None:
         """Count each feature's readings in a row beyond ``track_below``; at ``rebase_after``
-        its recent mean becomes its baseline (in place) and the count starts over."""
-        limit, below = self.rebase_after, self.track_below
+        its recent mean becomes its baseline (in place) and the count starts over. With
+        ``noise``, also sum each feature's squared reading-to-reading change while it is away,
+        and at the rebase widen its scale by how much noisier it was than in training.
+
+        Here (recent = the reading, scale 1, normal change 1) a feature steps away and moves
+        by 2 at every reading: at the fourth reading away its baseline becomes 14 and its
+        scale doubles, so a later move of 2 scores 1:
+
+        >>> from edge_agent.bundle import LevelScoring, Smoothing, Threshold
+        >>> s = Scorer(Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=1.0),
+        ...                    level=LevelScoring(alpha=1.0, scale=[1.0], track_below=2.0,
+        ...                                       rebase_after=4, noise=[1.0]),
+        ...                    threshold=Threshold(enter=3, exit=2, method="fixed")))
+        >>> state = ScoreState()
+        >>> [s.level_shift(state, [v], [10.0]) for v in (10.0, 12.0, 14.0, 12.0, 14.0)]
+        [[0.0], [2.0], [4.0], [2.0], [4.0]]
+        >>> state.baseline, state.widened, s.level_shift(state, [12.0], [10.0])
+        ([14.0], [2.0], [-1.0])
+        """
+        limit, below, noise = self.rebase_after, self.track_below, self.level_noise
         assert limit is not None
-        away = state.away if state.away is not None else [0] * len(shift)
+        n_features = len(shift)
+        away = state.away if state.away is not None else [0] * n_features
+        if noise is not None:
+            previous = state.previous if state.previous is not None else x
+            sums = state.away_noise if state.away_noise is not None else [0.0] * n_features
+            widened = state.widened if state.widened is not None else [1.0] * n_features
         counts = []
         for i, (d, n) in enumerate(zip(shift, away)):
             n = n + 1 if abs(d) >= below else 0
+            if noise is not None:
+                step = x[i] - previous[i]
+                sums[i] = sums[i] + step * step if n else 0.0
             if n >= limit:
-                baseline[i], n = recent[i], 0
+                baseline[i] = recent[i]
+                if noise is not None:
+                    widened[i] = max(widened[i], math.sqrt(sums[i] / n) / noise[i])
+                    sums[i] = 0.0
+                n = 0
             counts.append(n)
         state.away = counts
+        if noise is not None:
+            state.previous, state.away_noise, state.widened = list(x), sums, widened
 
     def slot(self, ts: float) -> int:
         """The seasonal slot a timestamp falls in.

@@ -118,7 +118,10 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
                   "baseline": _array(state.score.baseline),
                   "profile": _array(state.score.profile),
                   "season_period_s": season_period_s, "away": state.score.away,
-                  "seasonal": _array(state.score.seasonal)},
+                  "seasonal": _array(state.score.seasonal),
+                  "previous": _array(state.score.previous),
+                  "away_noise": _array(state.score.away_noise),
+                  "widened": _array(state.score.widened)},
         "episode": asdict(state.episode),
         "readings": state.readings,
         "resets": state.resets,
@@ -150,7 +153,9 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     state.score = ScoreState(score["smoothed"], _unlist(score["level"]),
                              _unlist(score.get("baseline")),
                              profile, None if profile is None else _unlist(score.get("seasonal")),
-                             _counts(score.get("away"), len(detector.features)))
+                             _counts(score.get("away"), len(detector.features)),
+                             *(_unlist(score.get(key))
+                               for key in ("previous", "away_noise", "widened")))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

@@ -38,9 +38,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def with_optional_parts(bundle: "Bundle") -> "Bundle":
-    """The demo bundle with a level rebase and a seasonal part of a 10 s period in 100 slots
-    (simulated readings come every 0.1 s, not exactly on the slot edges): the readings after
-    the baseline fill some slots, twice over, and leave others unseen."""
+    """The demo bundle with a level rebase (that widens the scale of a noisier new level) and
+    a seasonal part of a 10 s period in 100 slots (simulated readings come every 0.1 s, not
+    exactly on the slot edges): the readings after the baseline fill some slots, twice over,
+    and leave others unseen."""
     from edge_agent.bundle import SeasonalScoring
 
     n = len(bundle.manifest.features)
@@ -49,7 +50,7 @@ def with_optional_parts(bundle: "Bundle") -> "Bundle":
     level = bundle.manifest.scoring.level
     assert level is not None
     scoring = bundle.manifest.scoring.model_copy(update={
-        "seasonal": season, "level": level.model_copy(update={"rebase_after": 50})})
+        "seasonal": season, "level": level.model_copy(update={"rebase_after": 50, "noise": [0.05] * n})})
     return type(bundle)(path=bundle.path,
                         manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
 

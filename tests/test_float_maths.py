@@ -52,11 +52,13 @@ def test_errors_rms_and_level_shift_equal_numpy(data: st.DataObject) -> None:
     level = LevelScoring(alpha=data.draw(st.floats(0.001, 0.5)), scale=data.draw(vectors(n, positive)),
                   track_alpha=data.draw(st.sampled_from([0.0, 0.0005, 0.01])),
                   track_below=data.draw(st.floats(0.5, 10)),
-                  rebase_after=data.draw(st.sampled_from([None, 1, 2, 3])))
+                  rebase_after=data.draw(st.sampled_from([None, 1, 2, 3])),
+                  noise=data.draw(st.one_of(st.none(), vectors(n, positive))))
     scorer = Scorer(Scoring(error_scale=data.draw(vectors(n, positive)),
                             smoothing=Smoothing(alpha=0.1), level=level,
                             threshold=Threshold(enter=3, exit=2, method="fixed")))
     x, p, anchor = (np.array(data.draw(vectors(n))) for _ in range(3))
+    readings = [x] + [np.array(data.draw(vectors(n))) for _ in range(4)]
     z = scorer.errors(x.tolist(), p.tolist())
     z_np = (x - p) * (1.0 / np.asarray(scorer.params.error_scale))
     assert z == z_np.tolist()
@@ -64,17 +66,29 @@ def test_errors_rms_and_level_shift_equal_numpy(data: st.DataObject) -> None:
 
     state = ScoreState()
     recent, base, away = anchor, anchor, np.zeros(n, dtype=int)
+    sums, widened, previous = np.zeros(n), np.ones(n), readings[0]
     inv = 1.0 / np.asarray(level.scale)
-    for _ in range(5):  # the first step starts from the anchor, the later ones from the state
+    rescales = level.rebase_after is not None and level.noise is not None
+    for x in readings:  # the first step starts from the anchor, the later ones from the state
         shift = scorer.level_shift(state, x.tolist(), anchor.tolist())
         recent = recent + level.alpha * (x - recent)
-        shift_np = (recent - base) * inv
+        shift_np = (recent - base) * inv / widened
         if level.track_alpha > 0.0:
             base = base + (level.track_alpha * (np.abs(shift_np) < level.track_below)) * (x - base)
         if level.rebase_after is not None:  # readings in a row away; at the limit, rebase
             away = np.where(np.abs(shift_np) >= level.track_below, away + 1, 0)
-            base = np.where(away >= level.rebase_after, recent, base)
-            away = np.where(away >= level.rebase_after, 0, away)
+            sums = np.where(away > 0, sums + (x - previous) * (x - previous), 0.0)
+            rebased = away >= level.rebase_after
+            base = np.where(rebased, recent, base)
+            if rescales:
+                widened = np.where(rebased, np.maximum(
+                    widened, np.sqrt(sums / np.maximum(away, 1)) / np.asarray(level.noise)),
+                    widened)
+            sums = np.where(rebased, 0.0, sums)
+            away = np.where(rebased, 0, away)
             assert state.away == away.tolist()
+            if rescales:
+                assert state.away_noise == sums.tolist() and state.widened == widened.tolist()
+        previous = x
         assert shift == shift_np.tolist()
         assert state.level == recent.tolist() and state.baseline == base.tolist()

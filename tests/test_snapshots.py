@@ -63,9 +63,11 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle
             if live.score.profile is not None else entry.state.score.profile is None
         assert entry.state.score.seasonal == live.score.seasonal
         assert entry.state.score.away == live.score.away
+        for key in ("previous", "away_noise", "widened"):
+            assert getattr(entry.state.score, key) == getattr(live.score, key)
         if bundle is not BUNDLE:  # slots seen after the baseline; unseen ones round-trip too
             assert live.score.profile is not None and live.score.seasonal is not None
-            assert live.score.away is not None
+            assert live.score.away is not None and live.score.widened is not None
             assert 40 < np.sum(~np.isnan(live.score.profile[:, 0])) < 100
         assert entry.state.anchor == live.anchor
         assert entry.state.warmup_left == live.warmup_left == 0

@@ -9,7 +9,9 @@ only the readings of its validation part are collected.
    ``level.scale`` and ``seasonal.scale`` (so each part of the score is about 1 on normal
    data). Seasonal shifts are collected over the whole recordings, not only the validation
    parts: the profile is learned online, and its residual needs a whole period to show its
-   spread.
+   spread. With ``level.rebase_after``, the normal reading-to-reading change of the
+   normalised readings over the whole recordings becomes ``level.noise`` (see
+   :func:`reading_noise`).
 2. With those scales, collect the smoothed scores and choose the alert threshold:
    ``quantile`` (a high quantile times a margin) or ``sweep`` (telemanom's idea: thresholds
    ``mean + z·sd`` for a range of z, keeping the one whose removal of the points above it most
@@ -66,7 +68,7 @@ def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
     n, f = recording.values.shape
     out = {"errors": np.full((n, f), np.nan), "shift": np.full((n, f), np.nan),
            "seasonal": np.full((n, f), np.nan), "score": np.full(n, np.nan),
-           "expected": np.full((n, f), np.nan)}
+           "expected": np.full((n, f), np.nan), "x": np.full((n, f), np.nan)}
     for i in range(n):
         ts = float(stamps[i]) if stamps is not None else float(i)
         outcome = detector.process(stream, recording.values[i], ts)
@@ -75,6 +77,8 @@ def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
         out["score"][i] = outcome.score
         out["errors"][i] = outcome.errors
         out["expected"][i] = outcome.expected
+        assert outcome.scale is not None  # a scored reading was normalised
+        out["x"][i] = outcome.scale.forward(recording.values[i].tolist())
         if outcome.shift is not None:
             out["shift"][i] = outcome.shift
         if outcome.seasonal is not None:
@@ -93,6 +97,20 @@ def _rms(rows: np.ndarray, why: str = "validation parts are shorter than the war
     if rows.shape[0] == 0:
         raise ValueError(f"no scored validation readings: {why}")
     return np.maximum(np.sqrt(np.mean(rows ** 2, axis=0)), SCALE_FLOOR).tolist()
+
+
+def reading_noise(whole: Sequence[dict[str, np.ndarray]]) -> list[float]:
+    """Per feature, the root mean square of the change from one scored normalised reading to
+    the next over the whole recordings (what ``level.noise`` records). Successive changes, not
+    the spread around a mean: a slow wander or a change of level barely moves it, so it
+    measures how noisy the readings are, which is what a recent mean's wandering scales with.
+
+    >>> run = {"x": np.array([[0.0], [1.0], [np.nan], [5.0], [3.0]])}
+    >>> reading_noise([run])  # changes 1 and -2; none across the unscored reading
+    [1.5811388300841898]
+    """
+    return _rms(np.concatenate([np.diff(r["x"], axis=0) for r in whole]),
+                "no two scored readings in a row")
 
 
 def sweep_threshold(scores: np.ndarray, config: ThresholdConfig) -> tuple[float, dict[str, Any]]:
@@ -158,7 +176,10 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
     runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
     error_scale = _rms(np.concatenate([r["errors"] for r in runs]))
     if level is not None:
-        level = level.model_copy(update={"scale": _rms(np.concatenate([r["shift"] for r in runs]))})
+        level = level.model_copy(update={
+            "scale": _rms(np.concatenate([r["shift"] for r in runs])),
+            "noise": (reading_noise(whole) if level.rebase_after is not None
+                      and config.level.rescale_on_rebase else None)})
     if seasonal is not None:
         # Every reading compared with a profile counts, training rows too (the profile is
         # learned online, not by the network): a daily residual needs a whole day to show

@@ -123,6 +123,10 @@ class LevelConfig(Section):
         "Readings in a row a feature may stay further than track_below before its recent "
         "mean becomes its baseline (a lasting change of operating point becomes normal and "
         "its alert can end); null: never (a fault alerts for as long as it lasts)."))
+    rescale_on_rebase: bool = Field(True, description=(
+        "With rebase_after: record the readings' normal reading-to-reading change in the "
+        "bundle (level.noise), so that a rebase also widens the feature's level scale by how "
+        "much noisier it was while away (a new operating point that is also noisier)."))
 
 
 class SeasonalConfig(Section):
