@@ -1,5 +1,7 @@
 """Calibration with the agent's own detector: a slow part whose training rows wander further
-than its validation rows do is widened to its own tail (``threshold.tail_quantile``)."""
+than its validation rows do is widened to its own tail (``threshold.tail_quantile``); with a
+level rebase, the readings' normal noise is recorded, so a rebase to a noisier operating point
+widens the level scale to fit it (``level.noise``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from trainer.config import LevelConfig, ScoringConfig, ThresholdConfig
 from trainer.inspect import summary
 
 ROWS, VALIDATION = 3000, 2400
+FEATURES = ["motor_current", "temperature", "vibration", "position_error"]
 
 
 def _wandering_recording() -> Recording:
@@ -26,9 +29,7 @@ def _wandering_recording() -> Recording:
     bump = np.zeros(ROWS)
     bump[600:1600] = 0.75 * (1 - np.cos(np.linspace(0, 2 * np.pi, 1000)))
     values[:, 1] += bump
-    return Recording(path="wander.csv", features=["motor_current", "temperature", "vibration",
-                                                  "position_error"],
-                     values=values, timestamps=1.7e9 + sim.t, rows=np.arange(ROWS))
+    return Recording(path="wander.csv", features=FEATURES, values=values, timestamps=1.7e9 + sim.t, rows=np.arange(ROWS))
 
 
 def _starts(bundle: Bundle, model: StatefulModel, rec: Recording) -> list[int]:
@@ -69,3 +70,52 @@ def test_a_level_that_wanders_in_the_training_rows_is_widened_to_its_own_tail() 
     # The wander raised alarms with the validation-only scale, and raises none widened.
     assert [i for i in _starts(narrow, model, rec) if 600 <= i < 2000]
     assert _starts(wide, model, rec) == []
+
+
+def test_a_rebase_to_a_noisier_operating_point_widens_the_level_scale_to_fit_it() -> None:
+    """Motor current moves to a new operating point where the load jumps between two values
+    (the share of high readings changing every 100 readings, like a server's load): once the
+    level has rebased, its recent mean keeps wandering. Only with ``level.noise`` is that
+    wandering measured against the new noise: most of the time it is then below the
+    threshold, and without it above."""
+    demo = load_bundle(DEMO_BUNDLE)
+    model = StatefulModel(demo.model_path, demo.manifest.model)
+    sim = simulate(ROWS, seed=7)
+    training = Recording(path="normal.csv", features=FEATURES, values=sim.values,
+                         timestamps=1.7e9 + sim.t, rows=np.arange(ROWS))
+
+    def calibrated(rescale: bool) -> Bundle:
+        level = LevelConfig(alpha=0.02, track_alpha=0.005, track_below=5.0, rebase_after=150,
+                            rescale_on_rebase=rescale)
+        scoring = calibrate(demo, model, [training], [VALIDATION], ScoringConfig(
+            level=level, threshold=ThresholdConfig(tail_quantile=0.99))).scoring
+        return Bundle(path=demo.path,
+                      manifest=demo.manifest.model_copy(update={"scoring": scoring}))
+
+    rescaling, keeping = calibrated(True), calibrated(False)
+    noise = rescaling.manifest.scoring.level.noise  # type: ignore[union-attr]
+    assert noise is not None and len(noise) == 4 and min(noise) > 0
+    assert keeping.manifest.scoring.level.noise is None  # type: ignore[union-attr]
+    assert "widened to a noisier new level" in summary(rescaling)
+    assert "noisier" not in summary(keeping)
+
+    n, start = 4000, 1500
+    test = simulate(n, seed=11)
+    values, rng = test.values.copy(), np.random.default_rng(3)
+    sd = float(sim.values[:, 0].std())
+    share = np.repeat(rng.uniform(0.2, 0.8, size=(n - start) // 100 + 1), 100)[:n - start]
+    values[start:, 0] += 3 * sd + 6 * sd * (rng.random(n - start) < share)
+
+    def level_after_rebase(bundle: Bundle) -> tuple[np.ndarray, list[float] | None, float]:
+        detector = Detector(bundle, model, DetectorSettings())
+        stream = detector.new_stream("s")
+        level = [detector.scorer.raw(o.shift) for i in range(n)
+                 if (o := detector.process(stream, values[i], 1.7e9 + float(test.t[i]))).shift
+                 is not None and i >= start + 500]
+        return float(np.median(level)), stream.score.widened, detector.enter
+
+    wide_median, widened, enter = level_after_rebase(rescaling)
+    kept_median, kept, _ = level_after_rebase(keeping)
+    assert widened is not None and widened[0] > 3.0 and max(widened[1:]) < 1.5
+    assert kept is None
+    assert wide_median < enter < kept_median

@@ -59,7 +59,8 @@ def summary(bundle: Bundle) -> str:
         lines += _model_lines("float model", m.float_model)
     level = (f"; level shift alpha {scoring.level.alpha:g}" if scoring.level else "; no level part")
     if scoring.level and scoring.level.rebase_after:
-        level += f" (rebased after {scoring.level.rebase_after} readings away)"
+        rescale = ", its scale widened to a noisier new level" if scoring.level.noise else ""
+        level += f" (rebased after {scoring.level.rebase_after} readings away{rescale})"
     season = scoring.seasonal
     seasonal = (f"; seasonal part: period {season.period_s:g} s in {season.slots} slots"
                 if season else "; no seasonal part")
