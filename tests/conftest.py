@@ -50,7 +50,8 @@ def with_optional_parts(bundle: "Bundle") -> "Bundle":
     level = bundle.manifest.scoring.level
     assert level is not None
     scoring = bundle.manifest.scoring.model_copy(update={
-        "seasonal": season, "level": level.model_copy(update={"rebase_after": 50, "noise": [0.05] * n})})
+        "seasonal": season,
+        "level": level.model_copy(update={"rebase_after": 50, "noise": [0.05] * n})})
     return type(bundle)(path=bundle.path,
                         manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
 

@@ -29,7 +29,8 @@ def _wandering_recording() -> Recording:
     bump = np.zeros(ROWS)
     bump[600:1600] = 0.75 * (1 - np.cos(np.linspace(0, 2 * np.pi, 1000)))
     values[:, 1] += bump
-    return Recording(path="wander.csv", features=FEATURES, values=values, timestamps=1.7e9 + sim.t, rows=np.arange(ROWS))
+    return Recording(path="wander.csv", features=FEATURES, values=values,
+                     timestamps=1.7e9 + sim.t, rows=np.arange(ROWS))
 
 
 def _starts(bundle: Bundle, model: StatefulModel, rec: Recording) -> list[int]:
@@ -106,7 +107,7 @@ def test_a_rebase_to_a_noisier_operating_point_widens_the_level_scale_to_fit_it(
     share = np.repeat(rng.uniform(0.2, 0.8, size=(n - start) // 100 + 1), 100)[:n - start]
     values[start:, 0] += 3 * sd + 6 * sd * (rng.random(n - start) < share)
 
-    def level_after_rebase(bundle: Bundle) -> tuple[np.ndarray, list[float] | None, float]:
+    def level_after_rebase(bundle: Bundle) -> tuple[float, list[float] | None, float]:
         detector = Detector(bundle, model, DetectorSettings())
         stream = detector.new_stream("s")
         level = [detector.scorer.raw(o.shift) for i in range(n)
