@@ -230,8 +230,8 @@ class Manifest(Strict):
                 raise ValueError(f"{key} has {len(values)} values for {n} features")
         level = self.scoring.level
         if level is not None:
-            for key, values in (("scale", level.scale), ("noise", level.noise or [1.0] * n)):
-                if len(values) != n:
+            for key, values in (("scale", level.scale), ("noise", level.noise)):
+                if values is not None and len(values) != n:
                     raise ValueError(f"scoring.level.{key} has {len(values)} values for {n} "
                                      "features")
             if self.normalisation.baseline_readings < 1:

@@ -86,6 +86,7 @@ class Outcome(NamedTuple):
     prediction: Vector | None = None
     scale: Scale | None = None
     seasonal: Vector | None = None
+    normalised: Vector | None = None  # the reading as the model and the scorer saw it
 
     @property
     def expected(self) -> np.ndarray | None:
@@ -221,7 +222,7 @@ class Detector:
         else:
             status = "anomalous" if state.episode.active else "normal"
         return Outcome(admission, status, score, raw, events, z, shift, prediction, scale,
-                       season[0] if season is not None else None)
+                       season[0] if season is not None else None, x)
 
     def _contributions(self, state: StreamState, values: Vector, forecast: np.ndarray,
                        errors: Vector, shift: Vector | None,

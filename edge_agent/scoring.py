@@ -98,6 +98,7 @@ class Scorer:
         self.track_below = level.track_below if level is not None else 0.0
         self.rebase_after = level.rebase_after if level is not None else None
         self.level_noise = level.noise if level is not None and self.rebase_after else None
+        self.unwidened: Vector = [1.0] * len(params.error_scale)  # until a rebase widens
         self.inv_level_scale: Vector | None = (
             (1.0 / np.asarray(level.scale, dtype=np.float64)).tolist() if level is not None
             else None)
@@ -140,7 +141,7 @@ class Scorer:
         assert inv_scale is not None
         old_recent = state.level if state.level is not None else anchor  # a (re)started
         old_baseline = state.baseline if state.baseline is not None else anchor  # stream
-        widened = state.widened if state.widened is not None else [1.0] * len(x)
+        widened = state.widened if state.widened is not None else self.unwidened
         alpha, track, below = self.level_alpha, self.track_alpha, self.track_below
         recent, baseline, shift = [], [], []
         for v, r, b, inv, w in zip(x, old_recent, old_baseline, inv_scale, widened):
@@ -185,7 +186,8 @@ class Scorer:
         if noise is not None:
             previous = state.previous if state.previous is not None else x
             sums = state.away_noise if state.away_noise is not None else [0.0] * n_features
-            widened = state.widened if state.widened is not None else [1.0] * n_features
+            widened = (state.widened if state.widened is not None
+                       else list(self.unwidened))
         counts = []
         for i, (d, n) in enumerate(zip(shift, away)):
             n = n + 1 if abs(d) >= below else 0

@@ -87,6 +87,15 @@ def test_inconsistent_manifest_names_the_key(bundle_copy: Path) -> None:
         load_bundle(bundle_copy)
 
 
+def test_a_level_noise_that_does_not_fit_the_features_is_refused(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["scoring"]["level"].update(noise=[0.3, 0.3]))
+    with pytest.raises(BundleError, match="scoring.level.noise has 2 values for 4 features"):
+        load_bundle(bundle_copy)
+    edit_manifest(bundle_copy, lambda m: m["scoring"]["level"].update(noise=[0.3, 0.3, 0.0, 1]))
+    with pytest.raises(BundleError, match="level.noise and seasonal.scale must be positive"):
+        load_bundle(bundle_copy)
+
+
 def test_manifest_that_does_not_describe_the_model_is_refused(bundle_copy: Path) -> None:
     def wrong_dtype(m: dict) -> None:
         m["model"]["state"][1]["dtype"] = "int8"

@@ -77,8 +77,7 @@ def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
         out["score"][i] = outcome.score
         out["errors"][i] = outcome.errors
         out["expected"][i] = outcome.expected
-        assert outcome.scale is not None  # a scored reading was normalised
-        out["x"][i] = outcome.scale.forward(recording.values[i].tolist())
+        out["x"][i] = outcome.normalised
         if outcome.shift is not None:
             out["shift"][i] = outcome.shift
         if outcome.seasonal is not None:
