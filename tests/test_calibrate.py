@@ -1,7 +1,8 @@
 """Calibration with the agent's own detector: a slow part whose training rows wander further
 than its validation rows do is widened to its own tail (``threshold.tail_quantile``); with a
 level rebase, the readings' normal noise is recorded, so a rebase to a noisier operating point
-widens the level scale to fit it (``level.noise``)."""
+widens the level scale to fit it (``level.noise``); a seasonal tail seen in few independent
+looks is widened for what it could not show (``seasonal.tail_confidence``)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from edge_agent.model import StatefulModel
 from edge_agent.simulator import simulate
 from tests.conftest import DEMO_BUNDLE
 from trainer.calibrate import calibrate
-from trainer.config import LevelConfig, ScoringConfig, ThresholdConfig
+from trainer.config import LevelConfig, ScoringConfig, SeasonalConfig, ThresholdConfig
 from trainer.inspect import summary
+from trainer.seasonality import Season
 
 ROWS, VALIDATION = 3000, 2400
 FEATURES = ["motor_current", "temperature", "vibration", "position_error"]
@@ -120,3 +122,52 @@ def test_a_rebase_to_a_noisier_operating_point_widens_the_level_scale_to_fit_it(
     assert widened is not None and widened[0] > 3.0 and max(widened[1:]) < 1.5
     assert kept is None
     assert wide_median < enter < kept_median
+
+
+def test_a_seasonal_tail_seen_in_few_looks_is_widened_for_what_it_could_not_show() -> None:
+    """A profile of one reading per slot scores only from its second period on, so the
+    training rows show its smoothed residual a few dozen independent times; the weeks after
+    show more of its tail. Taken as measured, that tail raises seasonal alarms on normal
+    readings again and again; widened for the looks it was seen in, far fewer."""
+    demo = load_bundle(DEMO_BUNDLE)
+    model = StatefulModel(demo.model_path, demo.manifest.model)
+    n, train = 20000, 1600
+    sim = simulate(n, seed=7)
+    stamps = 1.7e9 - 1.7e9 % 120 + sim.t
+    rec = Recording(path="normal.csv", features=FEATURES, values=sim.values[:train],
+                    timestamps=stamps[:train], rows=np.arange(train))
+    season = Season(period_s=120.0, slots=1200, autocorrelation=0.9)  # one 0.1 s reading a slot
+
+    def calibrated(confidence: float | None) -> Bundle:
+        config = ScoringConfig(level=LevelConfig(enabled=False),
+                               seasonal=SeasonalConfig(enabled=True, tail_confidence=confidence),
+                               threshold=ThresholdConfig(tail_quantile=0.99))
+        scoring = calibrate(demo, model, [rec], [1280], config, season).scoring
+        return Bundle(path=demo.path,
+                      manifest=demo.manifest.model_copy(update={"scoring": scoring}))
+
+    def seasonal_alarms(bundle: Bundle) -> int:
+        detector = Detector(bundle, model, DetectorSettings())
+        stream = detector.new_stream("s")
+        return sum(alert.type == "start" and alert.top_features[0].basis == "season"
+                   for i in range(train, n)
+                   for alert in detector.process(stream, sim.values[i], float(stamps[i])).alerts)
+
+    as_seen, widened = calibrated(None), calibrated(0.95)
+    details = widened.manifest.scoring.threshold.details
+    looks = details["tail_looks"]["seasonal"]
+    assert 5 < looks < 40
+    assert "tail_looks" not in as_seen.manifest.scoring.threshold.details
+    # The same threshold; the seasonal scale wider by the recorded factor, which includes the
+    # chi-square bound for that many looks (about 1.4).
+    factor = details["widened"]["seasonal"]
+    assert factor > as_seen.manifest.scoring.threshold.details["widened"]["seasonal"] * 1.2
+    assert widened.manifest.scoring.threshold.enter == as_seen.manifest.scoring.threshold.enter
+    season_scale = widened.manifest.scoring.seasonal.scale  # type: ignore[union-attr]
+    assert np.allclose(season_scale, np.multiply(
+        as_seen.manifest.scoring.seasonal.scale, factor))  # type: ignore[union-attr]
+    assert f"seasonal x{factor:.3g} (seen in {looks:.3g} independent looks)" in summary(widened)
+
+    alarms_as_seen, alarms_widened = seasonal_alarms(as_seen), seasonal_alarms(widened)
+    assert alarms_as_seen >= 10
+    assert alarms_widened <= alarms_as_seen // 2

@@ -10,7 +10,7 @@ import importlib
 import pytest
 
 MODULES = ["trainer.benchmarks", "trainer.calibrate", "trainer.metrics", "trainer.nab",
-           "trainer.seasonality"]
+           "trainer.seasonality", "trainer.spread"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -17,13 +17,15 @@ only the readings of its validation part are collected.
    ``mean + z·sd`` for a range of z, keeping the one whose removal of the points above it most
    reduces the scores' mean and spread per anomalous point and sequence it flags).
 3. With ``threshold.tail_quantile``, widen the level and seasonal scales until each part's own
-   tail over the whole recordings stays under that threshold (:func:`widen_to_tails`).
+   tail over the whole recordings stays under that threshold (:func:`widen_to_tails`); the
+   seasonal tail first widened for the few independent looks it had
+   (``seasonal.tail_confidence``, :mod:`trainer.spread`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,7 +38,9 @@ from edge_agent.model import StatefulModel
 
 from .config import ScoringConfig, ThresholdConfig
 from .data import Split
+from .inspect import widened_note
 from .seasonality import Season, detect
+from .spread import ewma_looks, upper_spread_factor
 
 SCALE_FLOOR = 1e-3
 _NEVER = 1e12  # a threshold no score reaches: collect without raising alerts
@@ -194,8 +198,13 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
     scores = _validation_scores(whole, starts)
     threshold = choose_threshold(scores, config.threshold)
     if config.threshold.tail_quantile is not None:
-        scaled, widened = widen_to_tails(scaled, whole, threshold.enter, config.threshold)
+        confidence = ({} if config.seasonal.tail_confidence is None
+                      else {"seasonal": config.seasonal.tail_confidence})
+        scaled, widened, looks = widen_to_tails(scaled, whole, threshold.enter,
+                                                config.threshold, confidence)
         threshold.details["widened"] = widened
+        if looks:
+            threshold.details["tail_looks"] = looks
         if any(factor > 1.0 for factor in widened.values()):
             whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
                      for rec in recordings]
@@ -216,16 +225,22 @@ ONLINE_PARTS = {"level": "shift", "seasonal": "seasonal"}  # Scoring field -> ru
 
 
 def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], enter: float,
-                   config: ThresholdConfig) -> tuple[Scoring, dict[str, float]]:
+                   config: ThresholdConfig, confidence: Mapping[str, float] | None = None
+                   ) -> tuple[Scoring, dict[str, float], dict[str, float]]:
     """Widen the level and seasonal scales so that each part's own normal tail (its
     ``tail_quantile`` over every scored reading of the recordings, times ``tail_margin``) is
-    no higher than ``enter``; returns the new scoring and each part's factor (1: unchanged).
+    no higher than ``enter``; returns the new scoring, each part's factor (1: unchanged) and,
+    for the parts named in ``confidence``, the independent looks their tail was seen in.
 
     The combined threshold comes from the validation parts, which are often too short for
     these slow parts (an EWMA of the readings; a residual from a profile) to show their
     spread: a level that wandered twice as far in the training rows as in the validation
     rows would otherwise raise alarms for its normal wandering. The network plays no part
-    in them, so training rows are fair evidence.
+    in them, so training rows are fair evidence. A part named in ``confidence`` has its tail
+    multiplied first by :func:`trainer.spread.upper_spread_factor` for the looks its readings
+    are worth (an average with the part's ``alpha``): the seasonal part, which scores only
+    from a period after the start, may have been seen only a few times. (Not the level part:
+    on NAB's even files that cost the slow faults of `nyc_taxi` and `ambient_temperature`.)
 
     Each part on its own: here the level reached 6 on normal rows (twice the threshold), the
     seasonal residual 2.5 (below it).
@@ -238,14 +253,23 @@ def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], ent
     ...             threshold=Threshold(enter=3.0, exit=2.0, method="fixed"))
     >>> run = {"shift": np.array([[1.0], [2.0], [6.0], [np.nan]]),
     ...        "seasonal": np.array([[np.nan], [0.5], [-2.5], [1.0]])}
-    >>> wide, factors = widen_to_tails(s, [run], 3.0,
-    ...                                ThresholdConfig(tail_quantile=1.0, tail_margin=1.0))
+    >>> config = ThresholdConfig(tail_quantile=1.0, tail_margin=1.0)
+    >>> wide, factors, _ = widen_to_tails(s, [run], 3.0, config)
     >>> wide.level.scale, wide.seasonal.scale, factors
     ([4.0], [0.5], {'level': 2.0, 'seasonal': 1.0})
+
+    Three seasonal readings of an average with weight 0.1 are worth 0.16 looks, counted as
+    one (less is no evidence of a spread at all): with 95 % confidence the spread may be 15.9
+    times what it showed, so the tail is 2.5 × 15.9 and the factor 13.3.
+
+    >>> wide, factors, looks = widen_to_tails(s, [run], 3.0, config, {"seasonal": 0.95})
+    >>> looks, round(factors["seasonal"], 1), round(wide.seasonal.scale[0], 2)
+    ({'seasonal': 0.16}, 13.3, 6.64)
     """
     assert config.tail_quantile is not None
     update: dict[str, Any] = {}
     factors: dict[str, float] = {}
+    seen: dict[str, float] = {}
     for name, key in ONLINE_PARTS.items():
         part = getattr(scoring, name)
         if part is None:
@@ -255,11 +279,15 @@ def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], ent
             continue
         values = np.sqrt(np.mean(rows ** 2, axis=1))  # the part, as Scorer.raw combines it
         tail = float(np.quantile(values, config.tail_quantile)) * config.tail_margin
+        if confidence and name in confidence:
+            looks = ewma_looks(rows.shape[0], part.alpha)
+            seen[name] = round(looks, 2)
+            tail *= upper_spread_factor(max(looks, 1.0), confidence[name])
         factor = max(1.0, tail / enter)
         factors[name] = round(factor, 6)
         if factor > 1.0:
             update[name] = part.model_copy(update={"scale": [v * factor for v in part.scale]})
-    return scoring.model_copy(update=update), factors
+    return scoring.model_copy(update=update), factors, seen
 
 
 def calibrate_split(draft: Bundle, model: StatefulModel, split: Split, config: ScoringConfig,
@@ -280,7 +308,7 @@ def calibrate_split(draft: Bundle, model: StatefulModel, split: Split, config: S
     log(f"      error scale {np.round(scoring.error_scale, 4).tolist()}; threshold "
         f"({scoring.threshold.method}) enter {scoring.threshold.enter:.3f}, exit "
         f"{scoring.threshold.exit:.3f}; {cal.scores.size} normal scores, max "
-        f"{cal.scores.max():.3f}")
+        f"{cal.scores.max():.3f}" + widened_note(scoring.threshold.details))
     return cal
 
 

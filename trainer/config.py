@@ -151,6 +151,12 @@ class SeasonalConfig(Section):
     track_below: float = Field(4.0, gt=0, description=(
         "A feature further than this from its slot's usual reading (in seasonal-scale units) "
         "does not update the profile (an anomaly does not become tomorrow's normal)."))
+    tail_confidence: float | None = Field(0.95, ge=0.5, lt=1, description=(
+        "With threshold.tail_quantile: the seasonal part's tail over the training readings "
+        "is widened by how much larger a spread measured on that few independent looks "
+        "(readings × alpha / (2 - alpha)) may be, with this confidence (upper chi-square "
+        "bound; trainer/spread.py). A profile needs a period before it scores, so short "
+        "histories show it only a few times. null: the tail as measured."))
 
 
 class ScoringConfig(Section):

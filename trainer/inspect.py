@@ -30,11 +30,14 @@ def _model_lines(label: str, spec: ModelFile) -> list[str]:
     return lines
 
 
-def _widened(details: dict[str, Any]) -> str:
-    """Which slow parts calibration widened to their own tail (``threshold.tail_quantile``)."""
+def widened_note(details: dict[str, Any]) -> str:
+    """Which slow parts calibration widened to their own tail (``threshold.tail_quantile``),
+    and in how many independent looks a tail widened for its confidence was seen."""
     widened = {k: v for k, v in details.get("widened", {}).items() if v > 1.0}
-    return ("; scales widened to their own tail: "
-            + ", ".join(f"{k} x{v:.3g}" for k, v in widened.items())) if widened else ""
+    looks = details.get("tail_looks", {})
+    return ("; scales widened to their own tail: " + ", ".join(
+        f"{k} x{v:.3g}" + (f" (seen in {looks[k]:.3g} independent looks)" if k in looks else "")
+        for k, v in widened.items())) if widened else ""
 
 
 def summary(bundle: Bundle) -> str:
@@ -68,7 +71,7 @@ def summary(bundle: Bundle) -> str:
         f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}{seasonal}; top "
         f"{scoring.top_features} features reported",
         f"threshold ({scoring.threshold.method}): enter {scoring.threshold.enter:.4g}, "
-        f"exit {scoring.threshold.exit:.4g}" + _widened(scoring.threshold.details),
+        f"exit {scoring.threshold.exit:.4g}" + widened_note(scoring.threshold.details),
     ]
     t = m.training
     if t:
