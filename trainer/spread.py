@@ -4,8 +4,8 @@ independent looks.
 Calibration measures the seasonal part of the score on the training rows, and that part moves
 slowly: it is an exponential average (weight ``alpha``) of residuals, so ``N`` readings of it
 hold only about ``N·alpha/(2 - alpha)`` independent values (its variance is ``alpha/(2 -
-alpha)`` of the residuals'; :func:`ewma_looks`). On NAB's 5-minute files the probation leaves
-166 such readings, four or five looks, and the tail seen in them says little about the weeks
+alpha)`` of the residuals'; :func:`ewma_looks`). On NAB's daily files the probation leaves
+166 such readings, about four looks, and the tail seen in them says little about the weeks
 that follow. A root mean square from ``k`` independent looks at a normal variable satisfies
 ``k·(rms/σ)² ~ χ²(k)``, so with confidence ``c`` the true spread is at most ``rms ·
 sqrt(k / χ²_{1-c}(k))`` (:func:`upper_spread_factor`): about 2.4 for four looks at 95 %, 1.2
