@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +215,10 @@ class Demo:
                     client.disconnect()
             self.shutdown()
         summary = self.summary(interrupted)
+        # The agent's config, log and state are worth a look only when something went wrong.
+        summary["folder"], summary["folder_kept"] = str(self.folder), not succeeded(summary)
+        if not summary["folder_kept"]:
+            shutil.rmtree(self.folder, ignore_errors=True)
         self.print_summary(summary)
         return summary
 
@@ -329,6 +334,14 @@ class Demo:
             print(f"  WARNING: still running: {summary['still_running']}")
         else:
             print("  broker and agent stopped; nothing left running")
+        if summary["folder_kept"]:
+            print(f"  the agent's config, log and state are kept in {summary['folder']}")
+
+
+def succeeded(summary: dict[str, Any]) -> bool:
+    """Every injected fault alerted and nothing left running, or a clean Ctrl-C."""
+    return summary["interrupted"] or (all(f["detected"] for f in summary["faults"])
+                                      and not summary["still_running"])
 
 
 def _sim_seconds(iso_text: str) -> float:
@@ -366,5 +379,4 @@ def run(duration: float, speed: float, broker: str | None, summary_json: str | N
     summary = demo.run()
     if summary_json:
         Path(summary_json).write_text(json.dumps(summary, indent=2))
-    ok = all(f["detected"] for f in summary["faults"]) and not summary["still_running"]
-    return 0 if ok or summary["interrupted"] else 1
+    return 0 if succeeded(summary) else 1

@@ -28,10 +28,12 @@ def demo(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
 
 
 def assert_nothing_left(summary: dict) -> None:
+    """No process, and no working folder (kept only when the demo failed)."""
     assert summary["still_running"] == {}
     for name, pid in summary["pids"].items():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    assert summary["folder_kept"] is False and not Path(summary["folder"]).exists()
 
 
 @needs_mosquitto
