@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,24 @@ def test_demo_alerts_every_injected_fault_and_stops_everything(tmp_path: Path) -
     assert_nothing_left(summary)
     assert "mosquitto on 127.0.0.1:" in text and "faults detected: 3/3" in text
     assert "START  r1/elbow" in text
+
+
+@needs_mosquitto
+def test_a_demo_that_misses_its_faults_fails_and_keeps_the_agents_folder(tmp_path: Path) -> None:
+    """Two simulated seconds: the faults are injected but have no time to be caught."""
+    process = demo(tmp_path, "--duration", "2", "--speed", "1")
+    out, _ = process.communicate(timeout=120)
+    text = out.decode()
+    assert process.returncode == 1, text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    folder = Path(summary["folder"])
+    try:
+        assert not all(f["detected"] for f in summary["faults"])
+        assert summary["folder_kept"] is True
+        assert (folder / "agent.yaml").is_file() and (folder / "agent.log").is_file()
+        assert f"the agent's config, log and state are kept in {folder}" in text
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("amqtt") is None,
