@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -172,14 +174,43 @@ def test_sigterm_drains_the_queue_and_loses_nothing(broker: Mosquitto, tmp_path:
     assert first["received"] == first["processed"] + first["deferred"], log
     assert recorder.on("edge-anomaly/agents/test-agent/availability")[-1].payload == b"offline"
 
+    first_run_stats = len(recorder.on("edge-anomaly/agents/test-agent/stats"))
     second_run = AgentProcess(config)  # same client id: the broker kept the session
+
+    def second_run_stats() -> list[dict]:
+        return [m.json() for m in
+                recorder.on("edge-anomaly/agents/test-agent/stats")[first_run_stats:]]
+
     try:
-        wait_until(lambda: any(m.json()["processed"] + first["processed"] >= 3000 for m in
-                               recorder.on("edge-anomaly/agents/test-agent/stats")[-1:]),
-                   60, "the rest of the readings")
+        second_run.wait_log("subscribing to")
+        wait_until(lambda: any(s["processed"] + first["processed"] >= 3000
+                               for s in second_run_stats()), 60, "the rest of the readings")
     finally:
-        assert second_run.stop() == 0
+        assert second_run.stop() == 0, second_run.log()
     publisher.close()
     wait_offline(recorder)
-    second = [m.json() for m in recorder.on("edge-anomaly/agents/test-agent/stats")][-1]
+    second = second_run_stats()[-1]
     assert first["processed"] + second["processed"] == 3000
+
+
+def test_sigterm_while_starting_up_still_shuts_down_cleanly(broker: Mosquitto,
+                                                            tmp_path: Path) -> None:
+    """``systemctl stop`` while the agent is still loading its model: the signal is kept and
+    acted on once the agent runs (drain, last stats, ``offline``), not a death by SIGTERM."""
+    config = agent_config(tmp_path / "agent.yaml", broker)
+    # The signal is sent from inside the agent's constructor, so it lands in that window
+    # every time rather than by luck of timing.
+    code = ("import os, signal, sys\n"
+            "from edge_agent import __main__ as cli, app\n"
+            "build = app.Agent.__init__\n"
+            "def building(self, *args, **kwargs):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    build(self, *args, **kwargs)\n"
+            "app.Agent.__init__ = building\n"
+            f"sys.exit(cli.main(['run', '--config', {str(config)!r}]))\n")
+    recorder = Recorder(broker)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "received SIGTERM: shutting down" in done.stderr
+    wait_offline(recorder)
