@@ -402,3 +402,23 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
                               log=lambda line: None)
     assert even["files"] == 1 and even["half"] == "even"
     assert [r["file"] for r in even["files_detail"]] == ["artificialWithAnomaly/jump.csv"]
+
+    # A setting chosen without each file in turn: one recalibrated run per value, then each
+    # file scored with the value the other file did better with (ties: the first listed).
+    choice = tmp_path / "choice"
+    assert main(["benchmark", "nab", "--data-dir", str(data), "--labels", str(labels),
+                 "--bundles", str(out / "bundles"), "--config", str(config), "--out", str(choice),
+                 "--choose", "scoring.threshold.margin=1.2,1000", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["in_sample"]["1000"]["standard"] == 0.0  # a detector that never fires
+    assert summary["in_sample"]["1.2"] == {p: v["normalised"] for p, v in totals["int8"].items()}
+    raw = {f["file"]: f["raw"] for f in summary["files"]}
+    held = 0.0
+    for f in summary["files"]:
+        other = next(r for name, r in raw.items() if name != f["file"])
+        assert f["chosen"] == ("1.2" if other["1.2"] >= other["1000"] else "1000")
+        held += f["raw"][f["chosen"]]
+    assert summary["held_out"]["standard"] == pytest.approx(100 * (held + 2) / 4, abs=0.01)
+    assert (choice / "choice.md").is_file()
+    silent = load_bundle(choice / "margin=1000" / "bundles" / "shift").manifest
+    assert silent.scoring.threshold.details["margin"] == 1000

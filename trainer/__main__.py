@@ -77,10 +77,23 @@ def _benchmark(args: argparse.Namespace) -> int:
     common = dict(out=args.out or f"runs/{args.suite}", agent_config=args.agent_config,
                   epochs=args.epochs,
                   plots=not args.no_plots, log=_log(args))
+    if args.choose and args.suite != "nab":
+        raise EdgeError("--choose is for benchmark nab")
     if args.suite == "skab":
         result = benchmarks.run_skab(args.data_dir, config=args.config or benchmarks.SKAB_CONFIG,
                                      train_on=args.train, subsets=args.subset,
                                      bundle=args.bundle, **common)
+    elif args.choose:
+        from .crossval import run_nab_choice
+
+        if not args.labels or not args.bundles:
+            raise EdgeError("benchmark nab --choose needs --labels and --bundles (the trained "
+                            "bundles of an earlier run: each value recalibrates them)")
+        result = run_nab_choice(args.data_dir, args.labels, out=args.out or "runs/nab-choice",
+                                config=args.config or benchmarks.NAB_CONFIG,
+                                bundles=args.bundles, choose=args.choose,
+                                agent_config=args.agent_config, half=args.half,
+                                log=_log(args))
     else:
         if not args.labels:
             raise EdgeError("benchmark nab needs --labels (NAB's combined_windows.json)")
@@ -89,7 +102,8 @@ def _benchmark(args: argparse.Namespace) -> int:
                                     model=args.model, reuse=args.bundles, jobs=args.jobs,
                                     recalibrate=args.recalibrate, half=args.half, **common)
     if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "files_detail"}, indent=1))
+        print(json.dumps({k: v for k, v in result.items()
+                          if k not in ("files_detail", "file_scores")}, indent=1))
     return 0
 
 
@@ -166,6 +180,11 @@ def parser() -> argparse.ArgumentParser:
                    "settings on one half, report on the other")
     b.add_argument("--bundles", help="nab: reuse the bundles of an earlier run "
                    "(<its --out>/bundles) instead of training")
+    b.add_argument("--choose", metavar="KEY=V1,V2,...", help="nab, with --bundles: score "
+                   "once per value of this trainer-config key (e.g. "
+                   "scoring.level.rebase_after=null,150,300), then score each file with the "
+                   "value the other files chose: a held-out figure for a setting only some "
+                   "files can choose (ties: the first value)")
     b.add_argument("--jobs", type=int, default=2, help="nab: training processes")
     b.add_argument("--json", action="store_true", help="print the summary as JSON on stdout "
                    "(progress goes to stderr)")

@@ -396,6 +396,9 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
             log: Log = print) -> dict[str, Any]:
     """Train on probationary rows only, stream every file once, score NAB's way.
 
+    Returns the summary written to ``benchmark.json``, plus ``file_scores``: the int8 model's
+    per-file ``nab.FileScore`` objects by profile (start alerts), for ``crossval``.
+
     With ``reuse``, the bundles of an earlier run are evaluated again; with ``recalibrate``
     too, each one's scoring is first calibrated again on its file's probationary rows with
     ``config`` (copies in ``out``; for a change of scoring settings without training)."""
@@ -516,6 +519,7 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
     log("counting updates as detections too: standard "
         + ", ".join(f"{m} {upd[m]['standard'].normalised:.1f}" for m in models))
     log(f"total run time {result_json['seconds']:.1f} s (training {train_seconds:.1f} s)")
+    result_json["file_scores"] = per_file["start"]["int8"]  # for crossval; not in the JSON
     return result_json
 
 
