@@ -72,10 +72,15 @@ def _unarray(value: dict[str, Any] | None) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).copy()
 
 
-def _unlist(value: dict[str, Any] | None) -> list[float] | None:
-    """A per-feature vector (kept as a list of floats in memory) from its exact bytes."""
+def _unlist(value: dict[str, Any] | None, n: int) -> list[float] | None:
+    """A per-feature vector (kept as a list of floats in memory) from its exact bytes; one of
+    another length than the ``n`` features is refused here, not met mid-stream later."""
     array = _unarray(value)
-    return None if array is None else array.astype(np.float64).reshape(-1).tolist()
+    if array is None:
+        return None
+    if array.size != n:
+        raise ValueError(f"a per-feature vector of {array.size} values for {n} features")
+    return array.astype(np.float64).reshape(-1).tolist()
 
 
 def _unprofile(value: dict[str, Any] | None, period_s: float | None, detector: Detector
@@ -131,6 +136,7 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
 def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> Restored:
     """Rebuild a stream; raises ``ValueError``/``KeyError``/``TypeError`` on a bad entry."""
     state = detector.new_stream(stream_id)
+    n = len(detector.features)
     lstm = [_unarray(a) for a in data["lstm"]]
     zero = detector.model.zero_state()
     if len(lstm) != len(zero) or any(a is None or a.shape != z.shape or a.dtype != z.dtype
@@ -140,21 +146,21 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     state.warmup_left = int(data["warmup_left"])
     if data["baseline"] is not None and state.baseline is not None:
         b = data["baseline"]
-        state.baseline = Baseline(int(b["count"]), _unlist(b["mean"]), _unlist(b["m2"]))
+        state.baseline = Baseline(int(b["count"]), _unlist(b["mean"], n), _unlist(b["m2"], n))
         if state.baseline.count >= detector.normaliser.baseline_readings:
             if detector.normaliser.per_stream:
                 state.scale = detector.normaliser.scale_from(state.baseline)
             assert state.scale is not None
             state.anchor = state.scale.forward(state.baseline.mean)
-    state.prediction = _unlist(data["prediction"])
+    state.prediction = _unlist(data["prediction"], n)
     state.last_ts = data["last_ts"]
     score = data["score"]
     profile = _unprofile(score.get("profile"), score.get("season_period_s"), detector)
-    state.score = ScoreState(score["smoothed"], _unlist(score["level"]),
-                             _unlist(score.get("baseline")),
-                             profile, None if profile is None else _unlist(score.get("seasonal")),
-                             _counts(score.get("away"), len(detector.features)),
-                             *(_unlist(score.get(key))
+    seasonal = None if profile is None else _unlist(score.get("seasonal"), n)
+    state.score = ScoreState(score["smoothed"], _unlist(score["level"], n),
+                             _unlist(score.get("baseline"), n), profile, seasonal,
+                             _counts(score.get("away"), n),
+                             *(_unlist(score.get(key), n)
                                for key in ("previous", "away_noise", "widened")))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])

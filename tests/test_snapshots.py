@@ -153,3 +153,19 @@ def test_a_profile_for_other_slots_starts_over_and_the_rest_is_restored(tmp_path
         for stream_id, entry in restored.items():
             assert entry.state.score.profile is None and entry.state.score.seasonal is None
             assert entry.state.score.baseline == worker.streams[stream_id].score.baseline
+
+
+def test_a_stream_whose_vectors_do_not_fit_the_features_starts_fresh(tmp_path: Path) -> None:
+    """A snapshot entry edited or damaged into a per-feature vector of the wrong length (same
+    bundle, so nothing else tells) is refused at the restore, not met mid-stream later; the
+    other streams come back."""
+    worker = fed_worker(tmp_path)
+    path = snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
+    document = json.loads(path.read_text())
+    damaged = document["streams"]["r1/j"]["score"]["level"]
+    damaged["b64"] = snapshots._array(np.zeros(len(BUNDLE.manifest.features) - 1))["b64"]
+    damaged["shape"] = [len(BUNDLE.manifest.features) - 1]
+    path.write_text(json.dumps(document))
+    restored, note = snapshots.read(tmp_path, BUNDLE.sha256, worker.detector)
+    assert set(restored) == {"r0/j", "r2/j"}
+    assert "1 unreadable stream(s) start fresh" in note
