@@ -80,3 +80,17 @@ def test_each_variant_config_is_the_source_with_one_key_set(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="rebase_aftr"):
         trainer_config.load(bad)
     assert yaml.safe_load(source.read_text())["scoring"]["level"]["rebase_after"] == 150
+
+
+@pytest.mark.parametrize("args, says", [
+    (["nab", "--labels", "w.json"], "needs --labels and --bundles"),
+    (["skab"], "--choose is for benchmark nab"),
+])
+def test_choose_without_what_it_needs_stops_with_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str) -> None:
+    from trainer.__main__ import main
+
+    code = main(["benchmark", *args, "--data-dir", str(tmp_path),
+                 "--choose", "scoring.level.rebase_after=null,150"])
+    assert code == 2
+    assert says in capsys.readouterr().err
