@@ -10,24 +10,15 @@ from .errors import EdgeError, run_cli
 
 
 def _run(args: argparse.Namespace) -> int:
-    import signal
-
     from . import config as agent_config
     from . import logs
     from .app import Agent
+    from .signals import Requests
 
-    # A stop asked for while the agent is being built (systemctl stop during start-up) is
-    # remembered and acted on once it runs, so it still drains and says goodbye, not dies.
-    early: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: early.append(signum))
+    requests = Requests().install()  # first: a stop during start-up is kept, not fatal
     config = agent_config.load(args.config)
     logs.setup(config.logging.level)
-    agent = Agent(config)
-    agent.install_signal_handlers()
-    if early:
-        agent.request_stop(early[0])
-    return agent.run()
+    return Agent(config, requests=requests).run()
 
 
 def _check(args: argparse.Namespace) -> int:

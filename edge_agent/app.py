@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from . import __version__, metrics, snapshots
@@ -38,6 +37,7 @@ from .mqtt import MqttLink
 from .outbox import Outbox
 from .payloads import Topics, encode
 from .queueing import BoundedQueue
+from .signals import Requests
 from .readbuffer import Incoming
 from .stats import Stats
 from .systemd import Notifier, WatchdogGate
@@ -125,8 +125,10 @@ class MqttOutput:
 class Agent:
     """One running agent. ``run()`` blocks until a stop signal (or :meth:`request_stop`)."""
 
-    def __init__(self, config: AgentConfig, bundle: Bundle | None = None) -> None:
+    def __init__(self, config: AgentConfig, bundle: Bundle | None = None,
+                 requests: Requests | None = None) -> None:
         self.config = config
+        self.requests = requests or Requests()  # stop / reload, recorded by signal handlers
         self.bundle = bundle or load_bundle(config.bundle)
         self.runtime = load_runtime(None if config.runtime == "auto" else config.runtime)
         manifest = self.bundle.manifest
@@ -169,13 +171,10 @@ class Agent:
         self.watchdog = WatchdogGate(self.notifier, heartbeat=lambda: self.worker.heartbeat)
         self._first_connect = threading.Event()
         self._resent = False
-        self._reload_wanted = threading.Event()
         self.metrics_server: Any = None
         self.last_reload: dict[str, Any] | None = None
         self._bundle_seen = self._bundle_signature()
         self._bundle_changed = False
-        self._stop = threading.Event()
-        self.stop_signal: int | None = None
 
     def describe(self) -> str:
         m = self.bundle.manifest
@@ -239,19 +238,7 @@ class Agent:
 
     # -- main thread ---------------------------------------------------------------------------
     def request_stop(self, signum: int | None = None) -> None:
-        self.stop_signal = signum
-        self._stop.set()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.request_stop(signum)
-
-    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
-        self._reload_wanted.set()  # acted on by the main loop, never here
-
-    def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        signal.signal(signal.SIGHUP, self._on_hangup)
+        self.requests.request_stop(signum)
 
     # -- model reload (main thread) --------------------------------------------------------------
     def reload(self, reason: str) -> bool:
@@ -338,7 +325,7 @@ class Agent:
         """Until the first broker connection (or a stop request); tells systemd we wait."""
         c = self.config.broker
         while not self._first_connect.wait(1.0):
-            if self._stop.is_set():
+            if self.requests.stop.is_set():
                 return False
             self.notifier.extend_timeout(30)
             self.notifier.status(f"waiting for the broker at {c.host}:{c.port}"
@@ -389,7 +376,7 @@ class Agent:
         next_snapshot = now + self.config.state.snapshot_interval_s
         watch = self.config.bundle_watch_s
         next_watch = now + (watch or 0)
-        while not self._stop.wait(tick_s):
+        while not self.requests.stop.wait(tick_s):
             if not self.worker.alive:
                 log.error("the worker thread died; exiting so the service manager restarts us")
                 self.shutdown()
@@ -397,8 +384,8 @@ class Agent:
             self.watchdog.tick()
             self.output.flush()
             now = time.monotonic()
-            if self._reload_wanted.is_set():
-                self._reload_wanted.clear()
+            if self.requests.reload.is_set():
+                self.requests.reload.clear()
                 self.reload("SIGHUP")
                 self._bundle_seen = self._bundle_signature()
             if watch and now >= next_watch:
@@ -415,8 +402,9 @@ class Agent:
                 next_stats = now + self.config.output.stats_interval_s
                 self.publish_stats()
                 self.notifier.status(self.status_line())
-        if self.stop_signal is not None:
-            log.info("received %s: shutting down", signal.Signals(self.stop_signal).name)
+        if self.requests.stop_signal is not None:
+            log.info("received %s: shutting down",
+                     signal.Signals(self.requests.stop_signal).name)
         self.shutdown()
         return 0
 

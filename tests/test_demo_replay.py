@@ -28,6 +28,17 @@ def demo(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def finished_demo(tmp_path: Path, exit_code: int, *args: str, timeout: float = 180
+                  ) -> tuple[str, dict]:
+    """Run the demo to its end: what it printed and its summary JSON, once its exit code is
+    the one expected."""
+    process = demo(tmp_path, *args)
+    out, _ = process.communicate(timeout=timeout)
+    text = out.decode()
+    assert process.returncode == exit_code, text
+    return text, json.loads((tmp_path / "summary.json").read_text())
+
+
 def assert_nothing_left(summary: dict) -> None:
     """No process, and no working folder (kept only when the demo failed)."""
     assert summary["still_running"] == {}
@@ -39,11 +50,7 @@ def assert_nothing_left(summary: dict) -> None:
 
 @needs_mosquitto
 def test_demo_alerts_every_injected_fault_and_stops_everything(tmp_path: Path) -> None:
-    process = demo(tmp_path, "--duration", "12", "--speed", "25")
-    out, _ = process.communicate(timeout=180)
-    text = out.decode()
-    assert process.returncode == 0, text
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    text, summary = finished_demo(tmp_path, 0, "--duration", "12", "--speed", "25")
     assert [f["kind"] for f in summary["faults"]] == ["bearing", "stuck_sensor", "overheat"]
     assert all(f["detected"] for f in summary["faults"]), summary
     assert all(0 <= f["delay_s"] < 40 for f in summary["faults"]), summary
@@ -58,11 +65,7 @@ def test_demo_alerts_every_injected_fault_and_stops_everything(tmp_path: Path) -
 @needs_mosquitto
 def test_a_demo_that_misses_its_faults_fails_and_keeps_the_agents_folder(tmp_path: Path) -> None:
     """Two simulated seconds: the faults are injected but have no time to be caught."""
-    process = demo(tmp_path, "--duration", "2", "--speed", "1")
-    out, _ = process.communicate(timeout=120)
-    text = out.decode()
-    assert process.returncode == 1, text
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    text, summary = finished_demo(tmp_path, 1, "--duration", "2", "--speed", "1", timeout=120)
     folder = Path(summary["folder"])
     try:
         assert not all(f["detected"] for f in summary["faults"])
@@ -76,11 +79,9 @@ def test_a_demo_that_misses_its_faults_fails_and_keeps_the_agents_folder(tmp_pat
 @pytest.mark.skipif(importlib.util.find_spec("amqtt") is None,
                     reason="the embedded broker needs amqtt (the demo extra)")
 def test_demo_with_the_embedded_broker(tmp_path: Path) -> None:
-    process = demo(tmp_path, "--duration", "20", "--speed", "15", "--embedded-broker")
-    out, _ = process.communicate(timeout=180)
-    assert process.returncode == 0, out.decode()
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert "embedded amqtt broker" in out.decode()
+    text, summary = finished_demo(tmp_path, 0, "--duration", "20", "--speed", "15",
+                                  "--embedded-broker")
+    assert "embedded amqtt broker" in text
     assert all(f["detected"] for f in summary["faults"]), summary
     assert_nothing_left(summary)
 

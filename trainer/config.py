@@ -193,12 +193,13 @@ def load(path: str | Path) -> TrainerConfig:
     """Read a trainer config; relative data and output paths resolve against its folder."""
     config = load_config(path, TrainerConfig)
     base = Path(path).resolve().parent
-    data = config.data.model_copy(update={"paths": [str(_resolve(base, p))
+    data = config.data.model_copy(update={"paths": [str(resolve_path(base, p))
                                                     for p in config.data.paths]})
-    output = config.output.model_copy(update={"dir": str(_resolve(base, config.output.dir))})
+    output = config.output.model_copy(update={"dir": str(resolve_path(base, config.output.dir))})
     return config.model_copy(update={"data": data, "output": output})
 
 
-def _resolve(base: Path, path: str) -> Path:
+def resolve_path(base: Path, path: str) -> Path:
+    """``path`` as the config file in ``base`` means it (``~`` expanded, made absolute)."""
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else Path(os.path.normpath(base / candidate))

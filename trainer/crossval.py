@@ -15,7 +15,6 @@ in the order you would pick them with no data (the default first).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ import yaml
 from edge_agent.errors import ConfigError
 
 from . import nab
+from .config import resolve_path
 
 Log = Callable[[str], None]
 
@@ -110,10 +110,10 @@ def config_with(source: Path, key: str, value: str, target: Path) -> Path:
     base = source.resolve().parent
     data = config.get("data")
     if isinstance(data, dict) and isinstance(data.get("paths"), list):
-        data["paths"] = [os.path.normpath(base / p) for p in data["paths"]]
+        data["paths"] = [str(resolve_path(base, p)) for p in data["paths"]]
     output = config.get("output")
     if isinstance(output, dict) and isinstance(output.get("dir"), str):
-        output["dir"] = os.path.normpath(base / output["dir"])
+        output["dir"] = str(resolve_path(base, output["dir"]))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return target
