@@ -32,6 +32,7 @@ from tests.conftest import DEMO_BUNDLE, needs_tf, with_optional_parts
 from tests.mqtt_helpers import (AgentProcess, Publisher, Recorder, agent_config,
                                 needs_mosquitto, reading_payload, wait_until)
 from trainer import benchmarks, nab
+from trainer import config as trainer_config
 from trainer.__main__ import main
 from trainer.evaluate import (Trace, agent_settings, display_names, episodes, evaluate_streams,
                               read_labelled)
@@ -358,6 +359,31 @@ def test_nab_reader_takes_repeated_timestamps_and_feeds_the_detector_every_row(
     assert len(written.read_text().splitlines()) == 1 + 210
     assert benchmarks.monotone_clock(np.array([0.0, 5.0, 5.0, 3.0, 9.0])).tolist() == \
         pytest.approx([0.0, 5.0, 5.001, 5.002, 9.0])
+
+
+def test_a_file_too_short_for_the_configured_baseline_gets_the_baseline_it_can_have(
+        tmp_path: Path) -> None:
+    # The full corpus's shortest file (1,127 rows) has 169 probationary rows, 127 of them to
+    # train on: fewer than the 150-reading baseline of configs/nab.yaml, which would stop the
+    # trainer. The benchmark shortens that file's baseline (and says so); longer files keep it.
+    data, labels = write_nab(tmp_path / "nab", rows=1127)
+    files, _ = benchmarks.nab_files(data, labels)
+    config = trainer_config.load(benchmarks.NAB_CONFIG)
+    assert config.normalisation.baseline_readings == 150
+    lines: list[str] = []
+    caps = benchmarks.baseline_caps(files, config, lines.append)
+    assert caps == {f.key: 127 for f in files}
+    assert lines[0] == ("jump: 169 probationary rows leave 127 to train on; its per-stream "
+                        "baseline is 127 readings instead of 150")
+    trimmed = benchmarks.config_for(benchmarks.NAB_CONFIG, ["x.csv"], tmp_path / "b",
+                                    baseline_cap=caps[files[0].key])
+    assert trimmed.normalisation.baseline_readings == 127
+    roomy = benchmarks.config_for(benchmarks.NAB_CONFIG, ["x.csv"], tmp_path / "b",
+                                  baseline_cap=500)
+    assert roomy.normalisation.baseline_readings == 150
+    long_files, _ = benchmarks.nab_files(*write_nab(tmp_path / "long"))
+    assert benchmarks.baseline_caps(long_files, config, lines.append) == {
+        f.key: 158 for f in long_files} and len(lines) == 2
 
 
 @pytest.mark.slow

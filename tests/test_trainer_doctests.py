@@ -9,8 +9,8 @@ import importlib
 
 import pytest
 
-MODULES = ["trainer.benchmarks", "trainer.calibrate", "trainer.crossval", "trainer.metrics",
-           "trainer.nab", "trainer.seasonality", "trainer.spread"]
+MODULES = ["trainer.benchmarks", "trainer.calibrate", "trainer.crossval", "trainer.data",
+           "trainer.metrics", "trainer.nab", "trainer.seasonality", "trainer.spread"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -41,6 +41,7 @@ from edge_agent.errors import DataError
 
 from . import config as trainer_config
 from . import nab
+from .data import training_rows
 from .evaluate import (Evaluation, FileResult, LabelledStream, agent_settings, delay_summary,
                        draw_file, evaluate_streams, load_models, metrics_dict, read_labelled,
                        score_trace, settings_dict, stream_through, totals_line, write_outputs)
@@ -117,8 +118,10 @@ def skab_training_files(data_dir: Path, experiments: Sequence[Path], train_on: s
 
 
 def config_for(config_path: Path, data: Sequence[str], out: Path, *, name: str | None = None,
-               epochs: int | None = None) -> trainer_config.TrainerConfig:
-    """The trainer config with its data paths and output folder (and name, epochs) replaced."""
+               epochs: int | None = None, baseline_cap: int | None = None
+               ) -> trainer_config.TrainerConfig:
+    """The trainer config with its data paths and output folder (and name, epochs) replaced,
+    and its per-stream baseline shortened to ``baseline_cap`` readings if it is longer."""
     config = trainer_config.load(config_path)
     updates: dict[str, Any] = {
         "data": config.data.model_copy(update={"paths": [str(p) for p in data]}),
@@ -126,15 +129,20 @@ def config_for(config_path: Path, data: Sequence[str], out: Path, *, name: str |
                                                    **({"name": name} if name else {})})}
     if epochs:
         updates["model"] = config.model.model_copy(update={"epochs": epochs})
+    if baseline_cap is not None and config.normalisation.baseline_readings > baseline_cap:
+        updates["normalisation"] = config.normalisation.model_copy(
+            update={"baseline_readings": baseline_cap})
     return config.model_copy(update=updates)
 
 
 def train_bundle(config_path: Path, data: Sequence[str], out: Path, *, name: str | None = None,
-                 epochs: int | None = None, log: Log = print) -> Bundle:
+                 epochs: int | None = None, baseline_cap: int | None = None,
+                 log: Log = print) -> Bundle:
     """``trainer.train.run`` with the config's data paths and output folder replaced."""
     from .train import run as train_run
 
-    return train_run(config_for(config_path, data, out, name=name, epochs=epochs), log=log)
+    return train_run(config_for(config_path, data, out, name=name, epochs=epochs,
+                                baseline_cap=baseline_cap), log=log)
 
 
 def _leaderboard_row(name: str, f1: float | None, far: float | None, mar: float | None,
@@ -332,15 +340,36 @@ def write_probation(f: NabFile, folder: Path) -> Path:
     return target
 
 
-def _train_one(args: tuple[str, str, str, str, int | None]) -> str:
+TrainJob = tuple[str, str, str, str, int | None, int | None]
+"""config, data file, bundle folder, bundle name, epochs, baseline cap (see ``config_for``)"""
+
+
+def baseline_caps(files: Sequence[NabFile], config: trainer_config.TrainerConfig,
+                  log: Log = print) -> dict[str, int]:
+    """Each file's longest possible per-stream baseline: its probationary rows' training part.
+
+    NAB lets a detector learn from at most 15 % of a file; the full corpus's shortest file
+    (1,127 rows) leaves 127 training rows, fewer than the configured baseline. Such a file's
+    baseline is shortened to what it has (logged), instead of stopping the whole run."""
+    fraction = config.data.validation_fraction
+    wanted = config.normalisation.baseline_readings
+    caps = {f.key: training_rows(f.probation, fraction) for f in files}
+    for f in files:
+        if config.normalisation.per_stream and caps[f.key] < wanted:
+            log(f"{f.name}: {f.probation} probationary rows leave {caps[f.key]} to train on; its "
+                f"per-stream baseline is {caps[f.key]} readings instead of {wanted}")
+    return caps
+
+
+def _train_one(args: TrainJob) -> str:
     """Train one file's model (in a worker process); returns its bundle folder."""
-    config, data, out, name, epochs = args
+    config, data, out, name, epochs, baseline_cap = args
     train_bundle(Path(config), [data], Path(out), name=name, epochs=epochs,
-                 log=lambda line: None)
+                 baseline_cap=baseline_cap, log=lambda line: None)
     return out
 
 
-def _train_many(jobs_args: list[tuple[str, str, str, str, int | None]], jobs: int) -> list[str]:
+def _train_many(jobs_args: list[TrainJob], jobs: int) -> list[str]:
     """Per-file training, ``jobs`` processes at a time (TensorFlow is mostly fixed overhead
     for models this small, so two processes nearly halve the time on two cores)."""
     if jobs <= 1 or len(jobs_args) <= 1:
@@ -415,6 +444,7 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
         f"absent); probationary rows (learning only): NAB's 15% rule, at most "
         f"{nab.probation_rows(10 ** 9)}")
     train_files = [write_probation(f, out / "train-data") for f in files]
+    caps = baseline_caps(files, trainer_config.load(Path(config)), log)
     settings = agent_settings(agent_config, NAB_AGENT)
     train_seconds = 0.0
     bundles: dict[str, Bundle] = {}
@@ -430,19 +460,21 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
             for i, (f, path) in enumerate(zip(files, train_files), 1):
                 target = out / "bundles" / f.name
                 bundles[f.key] = recalibrate_bundle(
-                    folder / f.name, config_for(Path(config), [path], target),
+                    folder / f.name,
+                    config_for(Path(config), [path], target, baseline_cap=caps[f.key]),
                     out=target, log=lambda line: None)
                 log(f"[{i}/{len(files)}] recalibrated {f.name} on its first {f.probation} rows")
     elif model == "generic":
         log(f"training one generic model on {len(files)} probationary parts")
         generic = train_bundle(Path(config), train_files, out / "bundles" / "generic",
                                name="nab-generic", epochs=epochs,
+                               baseline_cap=min(caps.values()),
                                log=lambda line: log("  " + line))
         bundles = {f.key: generic for f in files}
     else:
         log(f"training one model per file on its probationary rows ({jobs} process(es))")
         jobs_args = [(str(config), str(path), str(out / "bundles" / f.name), f"nab-{f.name}",
-                      epochs) for f, path in zip(files, train_files)]
+                      epochs, caps[f.key]) for f, path in zip(files, train_files)]
         for i, (f, folder) in enumerate(zip(files, _train_many(jobs_args, jobs)), 1):
             bundles[f.key] = load_bundle(folder)
             log(f"[{i}/{len(files)}] trained on {f.name}'s first {f.probation} rows "

@@ -32,6 +32,16 @@ class Split:
     sample_period_s: float | None
 
 
+def training_rows(n_rows: int, validation_fraction: float) -> int:
+    """How many of a recording's ``n_rows`` rows are its training part (the rest, at least
+    one row, validates).
+
+    >>> training_rows(169, 0.25), training_rows(750, 0.25)
+    (127, 562)
+    """
+    return n_rows - max(1, int(round(n_rows * validation_fraction)))
+
+
 def load_split(config: DataConfig) -> Split:
     """Read the configured files and split each by time."""
     if not config.paths:
@@ -39,8 +49,8 @@ def load_split(config: DataConfig) -> Split:
     recordings = read_recordings(config.paths, config.csv_spec())
     train, validation = [], []
     for rec in recordings:
-        n_val = max(1, int(round(len(rec) * config.validation_fraction)))
-        cut = len(rec) - n_val
+        cut = training_rows(len(rec), config.validation_fraction)
+        n_val = len(rec) - cut
         if cut < 2 or n_val < 2:
             raise DataError(f"too few rows ({len(rec)}) to split into training and validation "
                             f"parts (validation_fraction {config.validation_fraction})",
