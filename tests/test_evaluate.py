@@ -399,6 +399,11 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
     result = json.loads(captured.out)
     assert "| Random Cut Forest | 51.7 | n/a | n/a |" in captured.err
     assert result["files"] == 2 and result["absent"] == ["realKnownCause/absent.csv"]
+    # How much the score owes to which files were drawn (a bootstrap over the two files).
+    assert "int8 with other files like these (2 drawn with replacement" in captured.err
+    for profile in nab.PROFILES:
+        low, high = result["resampled"][profile]
+        assert low <= high
     for f in ("shift", "jump"):
         bundle = load_bundle(out / "bundles" / f)
         # Each model learned from its own file's probationary rows only.

@@ -214,6 +214,7 @@ def run_skab(data_dir: str | Path, *, out: str | Path, config: str | Path = SKAB
     (out / "benchmark.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     log("")
     log(board)
+    log(_resampled_line(result_json))
     log("")
     log(totals_line(ev))
     log(f"total run time {result['seconds']:.1f} s (training {train_seconds:.1f} s)")
@@ -528,6 +529,7 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
     totals = {v: {m: {p: nab.score_benchmark(per_file[v][m][p]) for p in nab.PROFILES}
                   for m in models} for v in variants}
     board = nab_leaderboard(totals["start"], "start alerts")
+    spread = {p: nab.resampled_interval(per_file["start"]["int8"][p]) for p in nab.PROFILES}
     result_json = {
         "benchmark": "nab", "files": len(files), "absent": missing, "model": model,
         "half": half,
@@ -535,6 +537,9 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
         "detections": "rows where an alert 'start' fired",
         "totals": {v: {m: {p: _bench_json(s) for p, s in by_p.items()}
                        for m, by_p in by_m.items()} for v, by_m in totals.items()},
+        "resampled": {"what": "int8, start alerts: central 90% of the pooled normalised score "
+                                "over 2000 resamples of the files with replacement",
+                      **{p: [round(lo, 1), round(hi, 1)] for p, (lo, hi) in spread.items()}},
         "files_detail": file_rows,
         "published_standard": {name: values.get("standard") for name, values, _ in NAB_PUBLISHED},
         "train_seconds": round(train_seconds, 1),
@@ -547,6 +552,7 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
                                         encoding="utf-8")
     log("")
     log(board)
+    log(_resampled_line(result_json))
     upd = totals["start+update"]
     log("counting updates as detections too: standard "
         + ", ".join(f"{m} {upd[m]['standard'].normalised:.1f}" for m in models))
@@ -569,10 +575,19 @@ def _bench_json(s: nab.BenchmarkScore) -> dict[str, Any]:
             "fn": s.fn, "fp": s.fp}
 
 
+def _resampled_line(result: dict[str, Any]) -> str:
+    """The bootstrap interval of the int8 score, one line (``nab.resampled_interval``)."""
+    spread = result["resampled"]
+    return (f"int8 with other files like these ({result['files']} drawn with replacement, "
+            "2000 times; central 90%): "
+            + ", ".join(f"{p} {spread[p][0]:.1f} to {spread[p][1]:.1f}" for p in nab.PROFILES))
+
+
 def _nab_markdown(result: dict[str, Any], board: str) -> str:
     lines = ["# NAB benchmark", "",
              (f"{result['files']} file(s); model: {result['model']}; detections: rows where an "
-              "alert `start` fired."), "", board, "", "## Per file (standard profile)", "",
+              "alert `start` fired."), "", board, "", _resampled_line(result), "",
+             "## Per file (standard profile)", "",
              ("| file | rows | probation | windows | int8 TP/FN/FP | int8 raw | "
               "float32 TP/FN/FP | float32 raw |"), "|---|---|---|---|---|---|---|---|"]
     for row in result["files_detail"]:
