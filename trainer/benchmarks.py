@@ -214,7 +214,6 @@ def run_skab(data_dir: str | Path, *, out: str | Path, config: str | Path = SKAB
     (out / "benchmark.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     log("")
     log(board)
-    log(_resampled_line(result_json))
     log("")
     log(totals_line(ev))
     log(f"total run time {result['seconds']:.1f} s (training {train_seconds:.1f} s)")
