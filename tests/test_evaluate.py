@@ -398,6 +398,8 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert "| Random Cut Forest | 51.7 | n/a | n/a |" in captured.err
+    # Our rows say what this run scored (two files, one window each), not a fixed name.
+    assert "| this run, 2 files, 2 windows |" in captured.err
     assert result["files"] == 2 and result["absent"] == ["realKnownCause/absent.csv"]
     # How much the score owes to which files were drawn (a bootstrap over the two files).
     assert "int8 with other files like these (2 drawn with replacement" in captured.err
