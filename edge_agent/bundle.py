@@ -104,6 +104,28 @@ class Smoothing(Strict):
     alpha: float = Field(gt=0, le=1)
 
 
+class RelativeThreshold(Strict):
+    """A second way over the threshold that keeps learning: the stream's own score history.
+
+    A threshold calibrated on a stream's first readings has seen a few days at best. With this
+    section, a stream also crosses it when the mean of its last ``window`` scores stands ``z``
+    standard deviations above the mean of all its earlier scores (at least ``min_history`` of
+    them): the score is lifted to ``enter * that distance / z``. The calibrated ``enter``
+    itself is then set ``absolute_margin`` times higher (see the trainer's
+    ``threshold.relative``), for what is far beyond normal from the first reading on.
+    See :mod:`edge_agent.history`."""
+
+    window: int = Field(5, ge=1, description="Readings in the recent mean.")
+    z: float = Field(2.5, gt=0, description=(
+        "Standard deviations of the stream's earlier scores that the recent mean must rise "
+        "above their mean to reach the enter threshold."))
+    min_history: int = Field(50, ge=2, description=(
+        "Earlier scores needed before the history speaks."))
+    absolute_margin: float = Field(1.0, ge=1.0, description=(
+        "How much the trainer raised the calibrated enter and exit thresholds (for the "
+        "record: they already include it)."))
+
+
 class Threshold(Strict):
     """Alert thresholds on the smoothed score, and how the trainer chose them."""
 
@@ -111,6 +133,7 @@ class Threshold(Strict):
     exit: float = Field(gt=0)
     method: str
     details: dict[str, Any] = Field(default_factory=dict)
+    relative: RelativeThreshold | None = None
 
     @model_validator(mode="after")
     def _exit_not_above_enter(self) -> "Threshold":

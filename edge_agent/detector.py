@@ -12,6 +12,7 @@ Order of work for one reading of a stream:
 3. normalise with the stream's scale;
 4. score the reading against the forecast made one step earlier (smoothed), the stream's
    baseline (level) and, for a seasonal bundle, its usual reading at this time of the period;
+   with a relative threshold, lift the score when it is far above the stream's own history;
 5. decide: after warm-up, the episode state machine may emit ``start``/``update``/``end``;
 6. step the LSTM with the reading, keeping the forecast of the next one.
 """
@@ -26,6 +27,7 @@ import numpy as np
 from . import alerts as episodes
 from .alerts import AlertSettings, EventType
 from .bundle import Bundle
+from .history import Relative
 from .model import StatefulModel
 from .normalise import Baseline, Normaliser, Scale, Vector
 from .scoring import Scorer, ScoreState
@@ -111,6 +113,8 @@ class Detector:
         self.outputs_change = manifest.architecture.output == "change"
         self.enter = manifest.scoring.threshold.enter * settings.threshold_scale
         self.exit = manifest.scoring.threshold.exit * settings.threshold_scale
+        relative = manifest.scoring.threshold.relative
+        self.relative = Relative(relative) if relative is not None else None
 
     # -- streams ---------------------------------------------------------------------------
     def new_stream(self, stream_id: str) -> StreamState:
@@ -205,6 +209,8 @@ class Detector:
                     seasonal = scorer.raw(season[0])
                     if seasonal > score:
                         score = seasonal
+            if self.relative is not None:
+                score = self.relative.lift(state.history, score, self.enter)
             if state.warmup_left == 0 and not learning:
                 kind = episodes.advance(state.episode, self.settings.alerts, score, ts,
                                         enter=self.enter, exit=self.exit,

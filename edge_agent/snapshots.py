@@ -28,6 +28,7 @@ import base64
 import binascii
 import itertools
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ import numpy as np
 
 from .alerts import EpisodeState
 from .detector import Detector
+from .history import ScoreHistory
 from .normalise import Baseline
 from .scoring import ScoreState
 from .streams import StreamState
@@ -106,6 +108,18 @@ def _counts(value: Any, n: int) -> list[int] | None:
     return value
 
 
+def _history(value: Any) -> ScoreHistory:
+    """A stream's score history back (a snapshot from before it existed: a fresh one)."""
+    if value is None:
+        return ScoreHistory()
+    count, mean, m2, recent = value["count"], value["mean"], value["m2"], value["recent"]
+    if (type(count) is not int or count < 0 or not isinstance(recent, list)
+            or not all(isinstance(v, (int, float)) and math.isfinite(v)
+                       for v in (mean, m2, *recent)) or m2 < 0):
+        raise ValueError(f"score history {value!r} is not a count, mean, m2 and recent scores")
+    return ScoreHistory(count, float(mean), float(m2), [float(v) for v in recent])
+
+
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
                   status: str | None, season_period_s: float | None = None) -> str:
     """One stream's state as a JSON text (streams are serialised one at a time, so a snapshot
@@ -127,6 +141,7 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
                   "previous": _array(state.score.previous),
                   "away_noise": _array(state.score.away_noise),
                   "widened": _array(state.score.widened)},
+        "history": asdict(state.history),
         "episode": asdict(state.episode),
         "readings": state.readings,
         "resets": state.resets,
@@ -162,6 +177,7 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
                              _counts(score.get("away"), n),
                              *(_unlist(score.get(key), n)
                                for key in ("previous", "away_noise", "widened")))
+    state.history = _history(data.get("history"))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

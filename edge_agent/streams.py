@@ -19,6 +19,7 @@ import numpy as np
 
 from .alerts import EpisodeState
 from .normalise import Baseline, Scale, Vector
+from .history import ScoreHistory
 from .scoring import ScoreState
 
 
@@ -42,6 +43,7 @@ class StreamState:
     prediction: Vector | None = None  # the normalised forecast of the next reading
     last_ts: float | None = None
     score: ScoreState = field(default_factory=ScoreState)
+    history: ScoreHistory = field(default_factory=ScoreHistory)  # kept across resets
     episode: EpisodeState = field(default_factory=EpisodeState)
     readings: int = 0
     resets: int = 0

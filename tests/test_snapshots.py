@@ -65,6 +65,9 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle
         assert entry.state.score.away == live.score.away
         for key in ("previous", "away_noise", "widened"):
             assert getattr(entry.state.score, key) == getattr(live.score, key)
+        assert entry.state.history == live.history
+        if bundle is not BUNDLE:
+            assert live.history.count > 300 and len(live.history.recent) == 5
         if bundle is not BUNDLE:  # slots seen after the baseline; unseen ones round-trip too
             assert live.score.profile is not None and live.score.seasonal is not None
             assert live.score.away is not None and live.score.widened is not None

@@ -30,13 +30,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edge_agent.alerts import AlertSettings
-from edge_agent.bundle import (Bundle, LevelScoring, Manifest, Scoring, SeasonalScoring,
-                               Smoothing, Threshold)
+from edge_agent.bundle import (Bundle, LevelScoring, Manifest, RelativeThreshold, Scoring,
+                               SeasonalScoring, Smoothing, Threshold)
 from edge_agent.csvdata import Recording
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.model import StatefulModel
 
-from .config import ScoringConfig, ThresholdConfig
+from .config import RelativeConfig, ScoringConfig, ThresholdConfig
 from .data import Split
 from .inspect import widened_note
 from .seasonality import Season, detect
@@ -156,6 +156,21 @@ def choose_threshold(scores: np.ndarray, config: ThresholdConfig) -> Threshold:
                      details=details)
 
 
+def with_relative(threshold: Threshold, config: RelativeConfig) -> Threshold:
+    """The calibrated threshold raised by ``absolute_margin``, with the relative threshold
+    that watches the stream's own score history (after every calibration step, which all
+    judge the score as it is).
+
+    >>> t = with_relative(Threshold(enter=2.0, exit=1.5, method="quantile"), RelativeConfig())
+    >>> t.enter, t.exit, t.relative.z, t.details["absolute_margin"]
+    (4.0, 3.0, 2.5, 2.0)
+    """
+    m = config.absolute_margin
+    return Threshold(enter=threshold.enter * m, exit=threshold.exit * m, method=threshold.method,
+                     details={**threshold.details, "absolute_margin": m},
+                     relative=RelativeThreshold(**config.model_dump()))
+
+
 def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recording],
               starts: Sequence[int], config: ScoringConfig,
               season: Season | None = None) -> Calibration:
@@ -210,6 +225,8 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
                      for rec in recordings]
             scores = _validation_scores(whole, starts)
     runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
+    if config.threshold.relative is not None:
+        threshold = with_relative(threshold, config.threshold.relative)
     traces = [Trace(rec.path, rec.values[start:], r["expected"], r["score"])
               for rec, start, r in zip(recordings, starts, runs)]
     return Calibration(scaled.model_copy(update={"threshold": threshold}), scores, traces)

@@ -80,6 +80,19 @@ class ExportConfig(Section):
         "this fraction."))
 
 
+class RelativeConfig(Section):
+    """The relative threshold written into the bundle (see edge_agent.bundle.RelativeThreshold)."""
+
+    window: int = Field(5, ge=1, description="Readings in the recent mean of the score.")
+    z: float = Field(2.5, gt=0, description=(
+        "Standard deviations above the mean of the stream's earlier scores at which the "
+        "recent mean reaches the enter threshold."))
+    min_history: int = Field(50, ge=2, description="Earlier scores needed before it speaks.")
+    absolute_margin: float = Field(2.0, ge=1.0, description=(
+        "Multiplier on the calibrated enter and exit thresholds: with the history watching "
+        "the stream, the calibrated threshold is kept for what is far beyond normal."))
+
+
 class ThresholdConfig(Section):
     """How the alert threshold is chosen on normal validation scores."""
 
@@ -99,6 +112,10 @@ class ThresholdConfig(Section):
         "evidence, and a slow part needs more readings than a validation part to show its "
         "spread. null: off."))
     tail_margin: float = Field(1.2, ge=1.0, description="Multiplier on tail_quantile's value.")
+    relative: RelativeConfig | None = Field(None, description=(
+        "Also alert when a stream's recent scores stand far above its own score history, "
+        "which keeps learning after calibration (edge_agent.history); the calibrated "
+        "thresholds are then raised by relative.absolute_margin. null: off."))
 
     @model_validator(mode="after")
     def _z_range(self) -> "ThresholdConfig":

@@ -1,0 +1,86 @@
+"""How unusual is a score for its own stream? A threshold that keeps learning.
+
+A bundle's threshold is calibrated on a stream's first readings: on NAB that is 750 readings
+at most (2.6 days at 5 minutes), often one quiet stretch. A stream that is burstier later, or
+whose faults are small next to a noisy start, is then judged by a threshold that never saw
+it. The relative threshold (the bundle's ``threshold.relative``, :class:`RelativeThreshold`)
+also asks the stream itself: does the mean of its last few scores stand far above the
+distribution of all its earlier scores? That distribution is kept as a running count, mean
+and sum of squared deviations (Welford), a few numbers per stream, so it learns for as long
+as the stream runs without holding its past. The idea is Numenta's *anomaly likelihood* (a
+short average of the raw score compared with its long-run distribution), here on this
+project's score.
+
+Scoring stays apart from deciding: :class:`Relative` returns a distance in standard
+deviations; the detector lifts the score to ``enter * distance / z`` when that is higher, so
+the episode rules, the alert payload and its ``threshold`` keep their meaning.
+
+>>> from edge_agent.bundle import RelativeThreshold
+>>> rel = Relative(RelativeThreshold(window=2, z=3.0, min_history=4))
+>>> h = ScoreHistory()
+>>> [rel.distance(h, s) for s in (1.0, 2.0, 1.0, 2.0, 1.0)]  # too little history yet
+[None, None, None, None, None]
+>>> round(rel.distance(h, 2.0), 3), h.count  # history 1, 2, 1, 2: mean 1.5, sd 0.5
+(0.0, 4)
+>>> rel.distance(h, 5.0)  # recent 2, 5 (mean 3.5) against 1, 2, 1, 2, 1 (mean 1.4, sd 0.49)
+4.286607049870562
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .bundle import RelativeThreshold
+
+VARIANCE_FLOOR = 1e-6  # a stream whose scores never varied: distances stay finite
+
+
+@dataclass(slots=True)
+class ScoreHistory:
+    """A stream's scores so far: the last ``window`` of them as they are, every earlier one
+    folded into a count, mean and sum of squared deviations."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    recent: list[float] = field(default_factory=list)
+
+    def add(self, score: float) -> None:
+        """Fold one score into the running statistics (Welford's update)."""
+        self.count += 1
+        delta = score - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (score - self.mean)
+
+
+class Relative:
+    """Distances of a stream's recent scores from its own history, in standard deviations."""
+
+    def __init__(self, params: RelativeThreshold) -> None:
+        self.params = params
+        self.window = params.window
+        self.min_history = params.min_history
+        self.z = params.z
+
+    def distance(self, history: ScoreHistory, score: float) -> float | None:
+        """Take one more score; return how far the mean of the last ``window`` scores stands
+        above the mean of every earlier one, in their standard deviations (``None`` until
+        ``min_history`` earlier scores are known)."""
+        recent = history.recent
+        recent.append(score)
+        if len(recent) > self.window:
+            history.add(recent.pop(0))
+        if history.count < self.min_history:
+            return None
+        variance = max(history.m2 / history.count, VARIANCE_FLOOR)
+        return (sum(recent) / len(recent) - history.mean) / math.sqrt(variance)
+
+    def lift(self, history: ScoreHistory, score: float, enter: float) -> float:
+        """The score as the decision sees it: the larger of ``score`` and ``enter`` times the
+        recent distance over ``z`` (so a distance of ``z`` reaches the enter threshold)."""
+        d = self.distance(history, score)
+        if d is None:
+            return score
+        lifted = enter * d / self.z
+        return lifted if lifted > score else score

@@ -1,0 +1,84 @@
+"""The relative threshold: a stream's recent scores against its own score history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.bundle import RelativeThreshold, load_bundle
+from edge_agent.detector import Detector, DetectorSettings
+from edge_agent.history import Relative, ScoreHistory
+from edge_agent.model import StatefulModel
+from edge_agent.simulator import Fault, simulate
+from tests.conftest import DEMO_BUNDLE, with_optional_parts
+
+PARAMS = RelativeThreshold(window=5, z=2.5, min_history=50)
+
+
+def lifted(scores: np.ndarray, enter: float, params: RelativeThreshold = PARAMS) -> np.ndarray:
+    rel, history = Relative(params), ScoreHistory()
+    return np.array([rel.lift(history, float(s), enter) for s in scores])
+
+
+@pytest.mark.parametrize("unit", [0.01, 1.0, 1000.0])
+def test_steady_noise_never_reaches_the_threshold_at_any_scale(unit: float) -> None:
+    scores = unit * (1.0 + 0.3 * np.abs(np.random.default_rng(1).standard_normal(5000)))
+    out = lifted(scores, enter=3.0 * unit)
+    assert out.max() < 3.0 * unit
+    assert np.array_equal(out >= scores, np.ones(len(scores), dtype=bool))  # never lowered
+
+
+def test_a_rise_the_calibrated_threshold_misses_is_caught_within_the_window() -> None:
+    rng = np.random.default_rng(2)
+    scores = 1.0 + 0.1 * rng.standard_normal(1000)
+    scores[600:] += 1.0  # a lasting rise to 2: well below the calibrated 4
+    out = lifted(scores, enter=4.0)
+    assert out[:600].max() < 4.0
+    assert (out[600:605] >= 4.0).any()
+
+
+def test_the_history_keeps_learning_so_a_regular_burst_stops_counting() -> None:
+    """The same burst every 20 readings: alarming while it is new, normal once the history
+    has seen it often (a stream that is burstier than its calibration was)."""
+    rng = np.random.default_rng(3)
+    scores = 1.0 + 0.1 * rng.standard_normal(20000)
+    for start in range(500, 20000, 20):
+        scores[start:start + 5] += 1.0
+    out = lifted(scores, enter=4.0)
+    assert out[500:505].max() >= 4.0
+    assert out[19500:20000].max() < 4.0
+
+
+def test_nothing_is_lifted_before_min_history_scores() -> None:
+    scores = np.r_[np.ones(53), 50.0]  # the last 5 are recent: a history of 49
+    assert lifted(scores, enter=4.0)[-1] == 50.0
+    assert lifted(np.r_[np.ones(54), 50.0], enter=4.0)[-1] > 50.0
+
+
+def test_the_detector_lifts_its_score_exactly_as_the_history_says() -> None:
+    """With a relative threshold in the bundle, every score a stream reports is the larger of
+    the plain score and ``enter * distance / z``, the distance taken over the plain scores."""
+    plain_bundle = load_bundle(DEMO_BUNDLE)
+    bundle = with_optional_parts(plain_bundle)
+    plain_bundle = type(bundle)(path=bundle.path, manifest=bundle.manifest.model_copy(update={
+        "scoring": bundle.manifest.scoring.model_copy(update={
+            "threshold": bundle.manifest.scoring.threshold.model_copy(
+                update={"relative": None})})}))
+    relative = bundle.manifest.scoring.threshold.relative
+    assert relative is not None
+    detectors = [Detector(b, StatefulModel(b.model_path, b.manifest.model),
+                          DetectorSettings(warmup_readings=5)) for b in (plain_bundle, bundle)]
+    states = [d.new_stream("r/j") for d in detectors]
+    reference, history = Relative(relative), ScoreHistory()
+    sim = simulate(1500, seed=7, faults=[Fault("bearing", 100.0, 20.0)])
+    compared = above = 0
+    for row, ts in zip(sim.values, sim.t + 1.7e9):
+        plain, lifted_ = (d.process(s, row, float(ts)) for d, s in zip(detectors, states))
+        if plain.score is None:
+            assert lifted_.score is None
+            continue
+        expected = reference.lift(history, plain.score, detectors[1].enter)
+        assert lifted_.score == expected
+        compared += 1
+        above += expected > plain.score
+    assert compared > 1000 and above > 0
