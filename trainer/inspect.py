@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge_agent.bundle import Bundle, ModelFile, load_bundle
+from edge_agent.bundle import Bundle, ModelFile, RelativeThreshold, load_bundle
 from edge_agent.model import StatefulModel, load_runtime
 
 
@@ -28,6 +28,19 @@ def _model_lines(label: str, spec: ModelFile) -> list[str]:
         lines.append(f"    state {tensor.name:9s} tensor {tensor.index:3d}  {tensor.dtype:7s} "
                      f"{tensor.shape}  scale {tensor.scale:.3g} zero point {tensor.zero_point}")
     return lines
+
+
+def relative_note(relative: RelativeThreshold | None) -> str:
+    """The relative threshold in words, if the bundle has one.
+
+    >>> print(relative_note(RelativeThreshold(window=5, z=2.5, absolute_margin=2.0))[2:])
+    also over it when the mean of the last 5 scores is 2.5 sd above the stream's own history (after 50 scores; calibrated threshold raised x2)
+    """
+    if relative is None:
+        return ""
+    return (f"; also over it when the mean of the last {relative.window} scores is "
+            f"{relative.z:g} sd above the stream's own history (after {relative.min_history} "
+            f"scores; calibrated threshold raised x{relative.absolute_margin:g})")
 
 
 def widened_note(details: dict[str, Any]) -> str:
@@ -71,7 +84,8 @@ def summary(bundle: Bundle) -> str:
         f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}{seasonal}; top "
         f"{scoring.top_features} features reported",
         f"threshold ({scoring.threshold.method}): enter {scoring.threshold.enter:.4g}, "
-        f"exit {scoring.threshold.exit:.4g}" + widened_note(scoring.threshold.details),
+        f"exit {scoring.threshold.exit:.4g}" + widened_note(scoring.threshold.details)
+        + relative_note(scoring.threshold.relative),
     ]
     t = m.training
     if t:
