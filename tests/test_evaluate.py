@@ -424,10 +424,20 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
     assert with_updates["tp"] >= totals["int8"]["standard"]["tp"]
     assert with_updates["fp"] >= totals["int8"]["standard"]["fp"]
 
-    # Re-running on the trained bundles skips training and gives the same figures.
+    # Re-running on the trained bundles skips training and gives the same figures; with
+    # threshold multipliers, multiplier 1 is the run's own figure, and one so high that
+    # nothing fires scores a silent detector's 0.
     again = benchmarks.run_nab(data, labels, out=tmp_path / "again", config=config,
-                               reuse=out / "bundles", plots=False, log=lambda line: None)
+                               reuse=out / "bundles", plots=False, log=lambda line: None,
+                               threshold_scales=[1.0, 1000.0])
     assert again["totals"] == result["totals"] and again["train_seconds"] < 5
+    same, silent_run = again["threshold_sweep"]
+    standard_int8 = totals["int8"]["standard"]
+    assert same == {"scale": 1.0, "standard": round(standard_int8["normalised"], 1),
+                    "tp": standard_int8["tp"], "fn": standard_int8["fn"],
+                    "fp": standard_int8["fp"]}
+    assert silent_run == {"scale": 1000.0, "standard": 0.0, "tp": 0, "fn": 2, "fp": 0}
+    assert (tmp_path / "again" / "threshold-sweep.md").is_file()
 
     # One half of the files (in the windows file's order): the even half is the first file.
     even = benchmarks.run_nab(data, labels, out=tmp_path / "even", config=config,
