@@ -121,6 +121,9 @@ class RelativeThreshold(Strict):
         "above their mean to reach the enter threshold."))
     min_history: int = Field(50, ge=2, description=(
         "Earlier scores needed before the history speaks."))
+    horizon: int | None = Field(None, ge=2, description=(
+        "After this many scores the history forgets: an exponentially weighted mean and "
+        "variance with weight 1/horizon. None: every score since the start counts alike."))
     absolute_margin: float = Field(1.0, ge=1.0, description=(
         "How much the trainer raised the calibrated enter and exit thresholds (for the "
         "record: they already include it)."))

@@ -7,7 +7,8 @@ it. The relative threshold (the bundle's ``threshold.relative``, :class:`Relativ
 also asks the stream itself: does the mean of its last few scores stand far above the
 distribution of all its earlier scores? That distribution is kept as a running count, mean
 and sum of squared deviations (Welford), a few numbers per stream, so it learns for as long
-as the stream runs without holding its past. The idea is Numenta's *anomaly likelihood* (a
+as the stream runs without holding its past; with a ``horizon`` it forgets, weighting the
+last ``horizon`` scores or so (an agent that runs for months should have one). The idea is Numenta's *anomaly likelihood* (a
 short average of the raw score compared with its long-run distribution), here on this
 project's score.
 
@@ -46,10 +47,26 @@ class ScoreHistory:
     m2: float = 0.0
     recent: list[float] = field(default_factory=list)
 
-    def add(self, score: float) -> None:
-        """Fold one score into the running statistics (Welford's update)."""
-        self.count += 1
+    def add(self, score: float, horizon: int | None = None) -> None:
+        """Fold one score into the running statistics: Welford's update, or once ``horizon``
+        scores are in, an exponentially weighted one with weight ``1 / horizon`` (the count
+        stays at ``horizon``, so ``m2 / count`` is still the variance).
+
+        >>> h = ScoreHistory()
+        >>> for s in (1.0, 3.0):
+        ...     h.add(s, horizon=2)
+        >>> h.mean, h.m2 / h.count
+        (2.0, 1.0)
+        >>> h.add(10.0, horizon=2); h.count, h.mean, h.m2 / h.count
+        (2, 6.0, 16.5)
+        """
         delta = score - self.mean
+        if horizon is not None and self.count >= horizon:
+            weight = 1.0 / horizon
+            self.mean += weight * delta
+            self.m2 = (1.0 - weight) * (self.m2 + weight * self.count * delta * delta)
+            return
+        self.count += 1
         self.mean += delta / self.count
         self.m2 += delta * (score - self.mean)
 
@@ -62,6 +79,7 @@ class Relative:
         self.window = params.window
         self.min_history = params.min_history
         self.z = params.z
+        self.horizon = params.horizon
 
     def distance(self, history: ScoreHistory, score: float) -> float | None:
         """Take one more score; return how far the mean of the last ``window`` scores stands
@@ -70,7 +88,7 @@ class Relative:
         recent = history.recent
         recent.append(score)
         if len(recent) > self.window:
-            history.add(recent.pop(0))
+            history.add(recent.pop(0), self.horizon)
         if history.count < self.min_history:
             return None
         variance = max(history.m2 / history.count, VARIANCE_FLOOR)

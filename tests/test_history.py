@@ -82,3 +82,16 @@ def test_the_detector_lifts_its_score_exactly_as_the_history_says() -> None:
         compared += 1
         above += expected > plain.score
     assert compared > 1000 and above > 0
+
+
+def test_a_horizon_lets_a_new_normal_become_usual_where_a_whole_history_would_not() -> None:
+    """Months at one level, then a lasting step: with every score since the start counting
+    alike, the new level still stands out 1500 readings later; with a horizon of 1000
+    scores it is learnt as the new normal."""
+    rng = np.random.default_rng(4)
+    scores = np.r_[np.full(20000, 1.0), np.full(1500, 2.0)] + 0.1 * rng.standard_normal(21500)
+    forever = lifted(scores, enter=4.0)
+    forgetting = lifted(scores, enter=4.0, params=PARAMS.model_copy(update={"horizon": 1000}))
+    assert forever[-100:].min() >= 4.0
+    assert forgetting[20000:20005].max() >= 4.0  # the step itself is still news
+    assert forgetting[-100:].max() < 4.0

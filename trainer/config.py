@@ -88,6 +88,10 @@ class RelativeConfig(Section):
         "Standard deviations above the mean of the stream's earlier scores at which the "
         "recent mean reaches the enter threshold."))
     min_history: int = Field(50, ge=2, description="Earlier scores needed before it speaks.")
+    horizon: int | None = Field(None, ge=2, description=(
+        "Scores the history remembers (exponential forgetting after this many); null: all "
+        "since the stream started. A stream that runs for months should have one (e.g. "
+        "60480: a week at 10 s), so a change of normal is learnt in about that time."))
     absolute_margin: float = Field(2.0, ge=1.0, description=(
         "Multiplier on the calibrated enter and exit thresholds: with the history watching "
         "the stream, the calibrated threshold is kept for what is far beyond normal."))
