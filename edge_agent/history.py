@@ -7,10 +7,10 @@ it. The relative threshold (the bundle's ``threshold.relative``, :class:`Relativ
 also asks the stream itself: does the mean of its last few scores stand far above the
 distribution of all its earlier scores? That distribution is kept as a running count, mean
 and sum of squared deviations (Welford), a few numbers per stream, so it learns for as long
-as the stream runs without holding its past; with a ``horizon`` it forgets, weighting the
-last ``horizon`` scores or so (an agent that runs for months should have one). The idea is Numenta's *anomaly likelihood* (a
-short average of the raw score compared with its long-run distribution), here on this
-project's score.
+as the stream runs without holding its past; with a ``horizon`` it forgets, weighting about
+the last ``horizon`` scores (an agent that runs for months should have one). The idea is
+Numenta's *anomaly likelihood* (a short average of the raw score compared with its long-run
+distribution), here on this project's score.
 
 Scoring stays apart from deciding: :class:`Relative` returns a distance in standard
 deviations; the detector lifts the score to ``enter * distance / z`` when that is higher, so
