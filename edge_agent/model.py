@@ -75,6 +75,23 @@ def _package_version(dist: str) -> str:
         return "unknown"
 
 
+def check_quantisation(interp: Any, path: str | Path) -> None:
+    """Refuse a model whose quantisation scales are degenerate, before the runtime allocates it.
+
+    A converter calibrated on a range of zero writes scales below float32's smallest normal
+    number; allocating such a model crashes the whole process (a segfault, not an exception),
+    so it is caught here, where it can still be reported as a bundle error.
+    """
+    tiny = float(np.finfo(np.float32).tiny)
+    for detail in interp.get_tensor_details():
+        scales = np.asarray(detail["quantization_parameters"]["scales"], dtype=np.float64)
+        if scales.size and not np.all(np.isfinite(scales) & (scales >= tiny)):
+            raise BundleError(
+                f"{path}: tensor {detail['index']} ({detail['name']}) has quantisation scale "
+                f"{scales.min():g}: the model was calibrated on a range of zero (a flat "
+                "training history?); retrain it with this version of edge-trainer")
+
+
 class StatefulModel:
     """One interpreter, many streams: ``step(x, state)`` advances one stream by one reading.
 
@@ -89,6 +106,7 @@ class StatefulModel:
         try:
             self._interp = self.runtime.interpreter_class(model_path=str(self.path),
                                                           num_threads=1)
+            check_quantisation(self._interp, self.path)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{self.path}: the runtime cannot load this model: {exc}") from None

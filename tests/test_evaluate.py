@@ -361,6 +361,19 @@ def test_nab_reader_takes_repeated_timestamps_and_feeds_the_detector_every_row(
         pytest.approx([0.0, 5.0, 5.001, 5.002, 9.0])
 
 
+def test_nab_without_any_window_stops_before_training_with_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # NAB normalises against the windows' perfect score: fault-free files alone (like NAB's
+    # artificialNoAnomaly) have none, which must not surface as a traceback after training.
+    data, labels = write_nab(tmp_path / "nab")
+    labels.write_text(json.dumps({k: [] for k in json.loads(labels.read_text())}))
+    assert main(["benchmark", "nab", "--data-dir", str(data), "--labels", str(labels),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}: {labels} gives none of these 2 file(s) an anomaly window" in err
+    assert not (tmp_path / "out" / "bundles").exists()
+
+
 def test_a_file_too_short_for_the_configured_baseline_gets_the_baseline_it_can_have(
         tmp_path: Path) -> None:
     # The full corpus's shortest file (1,127 rows) has 169 probationary rows, 127 of them to

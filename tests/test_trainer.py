@@ -159,3 +159,43 @@ def test_shipped_trainer_config_is_valid() -> None:
 
     config = load(Path(__file__).parent.parent / "configs" / "trainer.yaml")
     assert config.output.dir.endswith("demo_bundle")
+
+
+def _flat_history(folder: Path, rows: int = 900) -> Path:
+    """A sensor that never moved: one constant feature, like NAB's art_flatline."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["timestamp,value"] + [f"{i},45.0" for i in range(rows)]
+    (folder / "flat.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@needs_tf
+def test_a_flat_history_trains_a_model_that_loads_and_flags_a_step(tmp_path: Path) -> None:
+    from trainer.train import run
+
+    out = tmp_path / "bundle"
+    run(tiny_config(_flat_history(tmp_path / "data"), out, epochs=2), log=lambda line: None)
+    bundle = load_bundle(out)
+    detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model),
+                        DetectorSettings())
+    stream = detector.new_stream("flat")
+    enter = bundle.manifest.scoring.threshold.enter
+    scores = [detector.process(stream, [45.0 if i < 700 else 47.0], float(i)).score
+              for i in range(760)]
+    assert max(scores[400:700]) < enter, "a flat stream that stays flat alerts"
+    assert max(scores[700:]) >= enter, "a step on a flat stream is not flagged"
+
+
+@needs_tf
+def test_a_model_calibrated_on_a_range_of_zero_is_refused_not_crashed_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the calibration probe the converter writes scales near 1e-41; loading such a
+    model would kill the process, so the check before allocation must raise instead."""
+    from edge_agent.errors import BundleError
+    from trainer import quantize
+    from trainer.train import run
+
+    monkeypatch.setattr(quantize, "probe", lambda rows: rows[:0])
+    with pytest.raises(BundleError, match="calibrated on a range of zero"):
+        run(tiny_config(_flat_history(tmp_path / "data"), tmp_path / "bundle", epochs=2),
+            log=lambda line: None)

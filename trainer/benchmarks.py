@@ -500,6 +500,10 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
     files, missing = nab_files(data_dir, Path(labels))
     if half is not None:
         files = every_other(files, half)
+    if not any(f.windows for f in files):
+        raise DataError(f"{labels} gives none of these {len(files)} file(s) an anomaly window: "
+                        "NAB's score is normalised against the windows, so add at least one "
+                        "labelled file", file=str(data_dir))
     log(f"NAB: {len(files)} file(s) in {data_dir} ({len(missing)} named in the windows file are "
         f"absent); probationary rows (learning only): NAB's 15% rule, at most "
         f"{nab.probation_rows(10 ** 9)}")

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from edge_agent.bundle import ModelFile, StateTensor, TensorSpec
+from edge_agent.model import check_quantisation
 
 from .model import build
 from .tfenv import tensorflow
@@ -42,12 +43,42 @@ def streaming_twin(trained: Any, n_features: int, layers: Sequence[int],
     return twin
 
 
+PROBE_SPAN = 1.0  # normalised units (training std): a narrower calibration range is "flat"
+PROBE_STEPS = 16
+
+
 def representative(sequences: Sequence[np.ndarray], readings: int) -> Iterator[list[np.ndarray]]:
-    """Consecutive real timesteps, an equal share from the start of every sequence."""
+    """Consecutive real timesteps, an equal share from the start of every sequence, then a
+    probe for any feature the real timesteps leave (nearly) constant.
+
+    A flat training history (a sensor that never moved) gives the calibration a range of zero:
+    the converter then writes scales near 1e-41 and the runtime crashes loading the model. The
+    probe ramps each such feature from -1 to +1 std and back, so its input, and the h and c it
+    drives, get ranges a real deviation can be told apart in.
+    """
     share = max(1, readings // max(1, len(sequences)))
-    for seq in sequences:
-        for row in seq[:share]:
-            yield [row.reshape(1, 1, -1).astype(np.float32)]
+    rows = [row for seq in sequences for row in seq[:share]]
+    yield from ([row.reshape(1, 1, -1).astype(np.float32)] for row in rows)
+    for row in probe(np.asarray(rows, dtype=np.float32)):
+        yield [row.reshape(1, 1, -1)]
+
+
+def probe(rows: np.ndarray) -> np.ndarray:
+    """Readings that ramp every feature whose calibration range is narrower than PROBE_SPAN
+    from -PROBE_SPAN to +PROBE_SPAN and back (the other features held at 0, their training
+    mean); none when no feature needs it, so ordinary data is calibrated on real rows only.
+
+    >>> probe(np.array([[0.0, -3.0], [0.1, 3.0]])).shape   # feature 0 is (nearly) flat
+    (32, 2)
+    >>> float(probe(np.array([[0.0, -3.0], [0.1, 3.0]]))[:, 1].max())
+    0.0
+    >>> probe(np.array([[-0.2], [1.5]])).shape
+    (0, 1)
+    """
+    narrow = np.ptp(rows, axis=0) < PROBE_SPAN
+    ramp = np.linspace(-PROBE_SPAN, PROBE_SPAN, PROBE_STEPS, dtype=np.float32)
+    sweep = np.concatenate([ramp, ramp[::-1]]) if narrow.any() else ramp[:0]
+    return (sweep[:, None] * narrow[None, :]).astype(np.float32)
 
 
 def export(twin: Any, sequences: Sequence[np.ndarray], readings: int) -> Exported:
@@ -75,6 +106,7 @@ def describe(path: str, sha256: str, size: int, kind: str) -> ModelFile:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=path, num_threads=1)
+    check_quantisation(interp, path)
     interp.allocate_tensors()
     interp.reset_all_variables()
     details = {d["index"]: d for d in interp.get_tensor_details()}

@@ -30,7 +30,9 @@ def draw(path: Path, *, title: str, history: dict[str, list[float]], features: S
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     ax.plot(epochs, history.get("loss", []), label="training loss")
     ax.plot(epochs, history.get("val_loss", []), label="validation loss")
-    ax.set_yscale("log")
+    losses = np.concatenate([history.get("loss", []), history.get("val_loss", [])])
+    if np.all(losses > 0):  # a flat history can be learnt to a loss of exactly zero
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_title(title)
     ax.legend(loc="upper right")
