@@ -414,6 +414,11 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
     # Our rows say what this run scored (two files, one window each), not a fixed name.
     assert "| this run, 2 files, 2 windows |" in captured.err
     assert result["files"] == 2 and result["absent"] == ["realKnownCause/absent.csv"]
+    # Each data folder pooled on its own too (here one file, one window each).
+    assert set(result["folders"]) == {"artificialWithAnomaly", "realKnownCause"}
+    assert all(f["windows"] == 1 for f in result["folders"].values())
+    assert "| folder | files | windows | standard |" in captured.err
+    assert "## Per folder" in (out / "summary.md").read_text()
     # How much the score owes to which files were drawn (a bootstrap over the two files).
     assert "int8 with other files like these (2 drawn with replacement" in captured.err
     for profile in nab.PROFILES:

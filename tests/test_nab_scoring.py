@@ -368,3 +368,22 @@ def test_real_nab_subset_baselines() -> None:
     assert score_benchmark(perfect).normalised == pytest.approx(100.0)
     assert score_benchmark(null).normalised == pytest.approx(0.0)
     assert score_benchmark(everywhere).normalised < -100.0
+
+
+def test_folders_are_pooled_on_their_own_and_a_folder_without_windows_is_not_normalised(
+        ) -> None:
+    from trainer.benchmarks import folder_totals
+
+    # realX: two files, as in test_benchmark_sums_raw_scores_before_normalising: 66.67.
+    # artificialNoAnomaly: one file, two false positives (raw -0.22), nothing to normalise.
+    keys = ["realX/a.csv", "artificialNoAnomaly/quiet.csv", "realX/b.csv"]
+    files = [score(40, 70), score(10, 60, windows=()), score(windows=(WINDOW_A,))]
+    folders = folder_totals(keys, {"int8": {"standard": files}})
+    assert list(folders) == ["artificialNoAnomaly", "realX"]
+    assert folders["realX"]["files"] == 2 and folders["realX"]["windows"] == 3
+    assert folders["realX"]["int8"]["standard"]["normalised"] == pytest.approx(66.67)
+    assert (folders["realX"]["int8"]["standard"]["tp"],
+            folders["realX"]["int8"]["standard"]["fn"]) == (2, 1)
+    quiet = folders["artificialNoAnomaly"]
+    assert quiet["windows"] == 0 and quiet["int8"]["standard"] == {
+        "normalised": None, "raw": pytest.approx(-0.22), "tp": 0, "fn": 0, "fp": 2}
