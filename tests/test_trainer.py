@@ -14,7 +14,7 @@ from edge_agent.bundle import load_bundle
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.model import StatefulModel
 from edge_agent.simulator import Fault, simulate, training_joint
-from tests.conftest import SIM_SEED, needs_tf, tiny_config
+from tests.conftest import DEMO_BUNDLE, SIM_SEED, needs_tf, tiny_config
 from trainer.__main__ import main
 
 
@@ -199,3 +199,7 @@ def test_a_model_calibrated_on_a_range_of_zero_is_refused_not_crashed_on(
     with pytest.raises(BundleError, match="calibrated on a range of zero"):
         run(tiny_config(_flat_history(tmp_path / "data"), tmp_path / "bundle", epochs=2),
             log=lambda line: None)
+    # The agent refuses such a model file the same way (a bundle from an older trainer).
+    spec = load_bundle(DEMO_BUNDLE).manifest.model
+    with pytest.raises(BundleError, match="calibrated on a range of zero"):
+        StatefulModel(tmp_path / "bundle" / "model.tflite", spec)
