@@ -794,7 +794,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     queue_size = max(args.messages, args.rss_streams * args.rss_readings) + 1000
     max_streams = max(counts + [args.rss_streams]) + 10
-    (folder / "broker").mkdir()
     broker = Mosquitto(folder=folder / "broker")
     observer = None
     rows: list[Row] = []

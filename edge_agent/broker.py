@@ -64,7 +64,8 @@ class Mosquitto:
 
     ``extra_config`` lines are appended to the listener's config (TLS, password file, ...).
     The broker keeps persistent sessions in memory and on disk (``persistence``), so a
-    :meth:`restart` behaves like a real broker restart.
+    :meth:`restart` behaves like a real broker restart. A given ``folder`` is created if
+    missing and kept on :meth:`close`; without one, a temporary folder is made and removed.
     """
 
     def __init__(self, port: int | None = None, *, extra_config: str = "",
@@ -77,6 +78,7 @@ class Mosquitto:
         self.port = port or free_port()
         self._own_folder = folder is None
         self.folder = Path(folder or tempfile.mkdtemp(prefix="edge-mosquitto-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.log_path = self.folder / "mosquitto.log"
         self.config_path = self.folder / "mosquitto.conf"
         self.config_path.write_text(

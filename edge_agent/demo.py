@@ -121,7 +121,6 @@ class Demo:
             host, _, port = self.external_broker.rpartition(":")
             return host or "127.0.0.1", int(port), "3.1.1", f"{self.external_broker} (given)"
         if find_mosquitto() and not self.embedded:
-            (self.folder / "mosquitto").mkdir()
             broker = Mosquitto(folder=self.folder / "mosquitto").start()
             assert broker.process is not None
             self.children["broker"] = broker

@@ -283,7 +283,7 @@ def test_a_bad_bundle_stops_start_up(tmp_path: Path, damage: str, message: str) 
         manifest = json.loads((bundle / "manifest.json").read_text())
         manifest["schema_version"] = 7
         (bundle / "manifest.json").write_text(json.dumps(manifest))
-    broker = Mosquitto(port=1)  # never started: start-up must fail before connecting
+    broker = Mosquitto(port=1, folder=tmp_path / "broker")  # never started: start-up fails first
     config = agent_config(tmp_path / "agent.yaml", broker, bundle=str(bundle))
     result = subprocess.run([sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
                             capture_output=True, text=True, timeout=60)
