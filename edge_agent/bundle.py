@@ -112,8 +112,9 @@ class RelativeThreshold(Strict):
     standard deviations above the mean of all its earlier scores (at least ``min_history`` of
     them): the score is lifted to ``enter * that distance / z``. The calibrated ``enter``
     itself is then set ``absolute_margin`` times higher (see the trainer's
-    ``threshold.relative``), for what is far beyond normal from the first reading on.
-    See :mod:`edge_agent.history`."""
+    ``threshold.relative``), for what is far beyond normal from the first reading on; with
+    ``absolute_for``, only until the stream has had that many scores, after which its own
+    history alone decides. See :mod:`edge_agent.history`."""
 
     window: int = Field(5, ge=1, description="Readings in the recent mean.")
     z: float = Field(2.5, gt=0, description=(
@@ -127,6 +128,10 @@ class RelativeThreshold(Strict):
     absolute_margin: float = Field(1.0, ge=1.0, description=(
         "How much the trainer raised the calibrated enter and exit thresholds (for the "
         "record: they already include it)."))
+    absolute_for: int | None = Field(None, ge=2, description=(
+        "Scores of a stream after which the calibrated threshold steps aside and the "
+        "history alone decides (the score becomes enter * distance / z). None: both decide "
+        "for as long as the stream runs."))
 
 
 class Threshold(Strict):

@@ -117,7 +117,10 @@ def _history(value: Any) -> ScoreHistory:
             or not all(isinstance(v, (int, float)) and math.isfinite(v)
                        for v in (mean, m2, *recent)) or m2 < 0):
         raise ValueError(f"score history {value!r} is not a count, mean, m2 and recent scores")
-    return ScoreHistory(count, float(mean), float(m2), [float(v) for v in recent])
+    seen = value.get("seen", count + len(recent))  # snapshots before it: at least these
+    if type(seen) is not int or seen < 0:
+        raise ValueError(f"score history {value!r} has a bad count of scores seen")
+    return ScoreHistory(count, float(mean), float(m2), [float(v) for v in recent], seen)
 
 
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],

@@ -9,6 +9,7 @@ from edge_agent.bundle import RelativeThreshold, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.history import Relative, ScoreHistory
 from edge_agent.model import StatefulModel
+from edge_agent.snapshots import _history
 from edge_agent.simulator import Fault, simulate
 from tests.conftest import DEMO_BUNDLE, with_optional_parts
 
@@ -95,3 +96,36 @@ def test_a_horizon_lets_a_new_normal_become_usual_where_a_whole_history_would_no
     assert forever[-100:].min() >= 4.0
     assert forgetting[20000:20005].max() >= 4.0  # the step itself is still news
     assert forgetting[-100:].max() < 4.0
+
+
+def test_after_absolute_for_scores_only_the_history_decides() -> None:
+    """A stream burstier than its calibration: the same burst, over the calibrated enter
+    threshold, every 50 readings. With the calibrated threshold for ever, every burst alarms;
+    once the history has taken over it is usual, while a burst twice as high is still news."""
+    rng = np.random.default_rng(5)
+    scores = 1.0 + 0.1 * rng.standard_normal(12000)
+    for start in range(200, 11000, 50):
+        scores[start:start + 3] = 5.0  # over the calibrated 4
+    scores[11500:11503] = 10.0
+    handing_over = PARAMS.model_copy(update={"absolute_for": 4000})
+    forever, handed = lifted(scores, enter=4.0), lifted(scores, enter=4.0, params=handing_over)
+    assert np.array_equal(forever[:4000], handed[:4000])
+    assert forever[10000:11000].max() >= 5.0
+    assert handed[4006:11000].max() < 4.0 and handed.min() >= 0.0
+    assert handed[11500:11503].max() >= 4.0
+
+
+def test_a_horizon_does_not_stop_the_count_that_hands_over() -> None:
+    params = PARAMS.model_copy(update={"horizon": 100, "absolute_for": 500})
+    rel, history = Relative(params), ScoreHistory()
+    for _ in range(600):
+        last = rel.lift(history, 5.0, enter=4.0)
+    assert history.count == 100 and history.seen == 600 and last == 0.0
+
+
+def test_a_snapshot_from_before_the_count_of_scores_seen_restores_one() -> None:
+    old = {"count": 10, "mean": 1.0, "m2": 2.0, "recent": [1.0] * 5}
+    assert _history(old).seen == 15
+    assert _history({**old, "seen": 40}).seen == 40
+    with pytest.raises(ValueError, match="scores seen"):
+        _history({**old, "seen": -1})

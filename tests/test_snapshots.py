@@ -68,6 +68,7 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle
         assert entry.state.history == live.history
         if bundle is not BUNDLE:
             assert live.history.count > 300 and len(live.history.recent) == 5
+            assert live.history.seen == live.history.count + 5
         if bundle is not BUNDLE:  # slots seen after the baseline; unseen ones round-trip too
             assert live.score.profile is not None and live.score.seasonal is not None
             assert live.score.away is not None and live.score.widened is not None

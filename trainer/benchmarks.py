@@ -30,7 +30,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -370,17 +370,19 @@ def _train_one(args: TrainJob) -> str:
     return out
 
 
-def _train_many(jobs_args: list[TrainJob], jobs: int) -> list[str]:
+def _train_many(jobs_args: list[TrainJob], jobs: int) -> Iterator[str]:
     """Per-file training, ``jobs`` processes at a time (TensorFlow is mostly fixed overhead
-    for models this small, so two processes nearly halve the time on two cores)."""
+    for models this small, so two processes nearly halve the time on two cores). Yields each
+    bundle folder in order as soon as it is written, so the caller's progress moves with it."""
     if jobs <= 1 or len(jobs_args) <= 1:
-        return [_train_one(a) for a in jobs_args]
+        yield from map(_train_one, jobs_args)
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=jobs,
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_train_one, jobs_args))
+        yield from pool.map(_train_one, jobs_args)
 
 
 def detections(result: FileResult, model: str, with_updates: bool = False) -> np.ndarray:

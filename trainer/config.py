@@ -95,6 +95,11 @@ class RelativeConfig(Section):
     absolute_margin: float = Field(2.0, ge=1.0, description=(
         "Multiplier on the calibrated enter and exit thresholds: with the history watching "
         "the stream, the calibrated threshold is kept for what is far beyond normal."))
+    absolute_for: int | None = Field(None, ge=2, description=(
+        "Scores of a stream after which the calibrated threshold steps aside and the "
+        "stream's own history alone decides: a threshold calibrated on the first readings "
+        "that a burstier stream keeps crossing stops alarming once the history knows the "
+        "stream (e.g. 4000: two weeks at 5 minutes). null: both decide for ever."))
 
 
 class ThresholdConfig(Section):
