@@ -56,11 +56,20 @@ def test_nothing_is_lifted_before_min_history_scores() -> None:
     assert lifted(np.r_[np.ones(54), 50.0], enter=4.0)[-1] > 50.0
 
 
-def test_the_detector_lifts_its_score_exactly_as_the_history_says() -> None:
+@pytest.mark.parametrize("absolute_for", [None, 400])
+def test_the_detector_lifts_its_score_exactly_as_the_history_says(absolute_for: int | None
+                                                                   ) -> None:
     """With a relative threshold in the bundle, every score a stream reports is the larger of
-    the plain score and ``enter * distance / z``, the distance taken over the plain scores."""
+    the plain score and ``enter * distance / z``, the distance taken over the plain scores
+    (with ``absolute_for``, the latter alone after that many scores)."""
     plain_bundle = load_bundle(DEMO_BUNDLE)
     bundle = with_optional_parts(plain_bundle)
+    threshold = bundle.manifest.scoring.threshold
+    assert threshold.relative is not None
+    bundle = type(bundle)(path=bundle.path, manifest=bundle.manifest.model_copy(update={
+        "scoring": bundle.manifest.scoring.model_copy(update={
+            "threshold": threshold.model_copy(update={"relative": threshold.relative.model_copy(
+                update={"absolute_for": absolute_for})})})}))
     plain_bundle = type(bundle)(path=bundle.path, manifest=bundle.manifest.model_copy(update={
         "scoring": bundle.manifest.scoring.model_copy(update={
             "threshold": bundle.manifest.scoring.threshold.model_copy(
@@ -72,7 +81,7 @@ def test_the_detector_lifts_its_score_exactly_as_the_history_says() -> None:
     states = [d.new_stream("r/j") for d in detectors]
     reference, history = Relative(relative), ScoreHistory()
     sim = simulate(1500, seed=7, faults=[Fault("bearing", 100.0, 20.0)])
-    compared = above = 0
+    compared = above = below = 0
     for row, ts in zip(sim.values, sim.t + 1.7e9):
         plain, lifted_ = (d.process(s, row, float(ts)) for d, s in zip(detectors, states))
         if plain.score is None:
@@ -82,7 +91,9 @@ def test_the_detector_lifts_its_score_exactly_as_the_history_says() -> None:
         assert lifted_.score == expected
         compared += 1
         above += expected > plain.score
+        below += expected < plain.score
     assert compared > 1000 and above > 0
+    assert (below > 0) == (absolute_for is not None)
 
 
 def test_a_horizon_lets_a_new_normal_become_usual_where_a_whole_history_would_not() -> None:
