@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +49,17 @@ from .evaluate import (Evaluation, FileResult, LabelledStream, agent_settings, d
                        write_outputs)
 
 Log = Callable[[str], None]
+
+
+def indented(log: Log) -> Log:
+    """``log`` with every line of each message indented (a nested step's tables too).
+
+    >>> indented(print)("| a |\\n| b |")
+      | a |
+      | b |
+    """
+    return lambda text: log(textwrap.indent(text, "  "))
+
 ROOT = Path(__file__).resolve().parent.parent
 SKAB_CONFIG = ROOT / "configs" / "skab.yaml"
 NAB_CONFIG = ROOT / "configs" / "nab.yaml"
@@ -183,7 +195,7 @@ def run_skab(data_dir: str | Path, *, out: str | Path, config: str | Path = SKAB
         log(f"training on {train_on}: {len(files)} file(s)")
         t0 = time.perf_counter()
         trained = train_bundle(Path(config), files, out / "bundle", epochs=epochs,
-                               log=lambda line: log("  " + line))
+                               log=indented(log))
         train_seconds = time.perf_counter() - t0
     else:
         trained = load_bundle(bundle)
@@ -535,7 +547,7 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
         generic = train_bundle(Path(config), train_files, out / "bundles" / "generic",
                                name="nab-generic", epochs=epochs,
                                baseline_cap=min(caps.values()),
-                               log=lambda line: log("  " + line))
+                               log=indented(log))
         bundles = {f.key: generic for f in files}
     else:
         log(f"training one model per file on its probationary rows ({jobs} process(es))")

@@ -180,7 +180,7 @@ def run_nab_choice(data_dir: str | Path, labels: str | Path, *, out: str | Path,
         log(f"({n}/{len(values)}) {key} = {value}")
         result = benchmarks.run_nab(data_dir, labels, out=out / name, config=variant,
                                     agent_config=agent_config, reuse=bundles, recalibrate=True,
-                                    half=half, plots=False, log=lambda line: log("  " + line))
+                                    half=half, plots=False, log=benchmarks.indented(log))
         scores[value] = result["file_scores"]
         files = [row["file"] for row in result["files_detail"]]
     outcomes = choose_without_each(files, scores)
