@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.bundle import RelativeThreshold, load_bundle
+from edge_agent.bundle import Bundle, RelativeThreshold, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.history import Relative, ScoreHistory
 from edge_agent.model import StatefulModel
-from edge_agent.snapshots import _history
 from edge_agent.simulator import Fault, simulate
 from tests.conftest import DEMO_BUNDLE, with_optional_parts
 
 PARAMS = RelativeThreshold(window=5, z=2.5, min_history=50)
+
+
+def with_relative(bundle: Bundle, relative: RelativeThreshold | None) -> Bundle:
+    """The bundle with another relative threshold (None: without one)."""
+    manifest, threshold = bundle.manifest, bundle.manifest.scoring.threshold
+    return Bundle(path=bundle.path, manifest=manifest.model_copy(update={
+        "scoring": manifest.scoring.model_copy(update={
+            "threshold": threshold.model_copy(update={"relative": relative})})}))
 
 
 def lifted(scores: np.ndarray, enter: float, params: RelativeThreshold = PARAMS) -> np.ndarray:
@@ -62,20 +69,9 @@ def test_the_detector_lifts_its_score_exactly_as_the_history_says(absolute_for: 
     """With a relative threshold in the bundle, every score a stream reports is the larger of
     the plain score and ``enter * distance / z``, the distance taken over the plain scores
     (with ``absolute_for``, the latter alone after that many scores)."""
-    plain_bundle = load_bundle(DEMO_BUNDLE)
-    bundle = with_optional_parts(plain_bundle)
-    threshold = bundle.manifest.scoring.threshold
-    assert threshold.relative is not None
-    bundle = type(bundle)(path=bundle.path, manifest=bundle.manifest.model_copy(update={
-        "scoring": bundle.manifest.scoring.model_copy(update={
-            "threshold": threshold.model_copy(update={"relative": threshold.relative.model_copy(
-                update={"absolute_for": absolute_for})})})}))
-    plain_bundle = type(bundle)(path=bundle.path, manifest=bundle.manifest.model_copy(update={
-        "scoring": bundle.manifest.scoring.model_copy(update={
-            "threshold": bundle.manifest.scoring.threshold.model_copy(
-                update={"relative": None})})}))
-    relative = bundle.manifest.scoring.threshold.relative
-    assert relative is not None
+    relative = PARAMS.model_copy(update={"absolute_for": absolute_for})
+    bundle = with_relative(with_optional_parts(load_bundle(DEMO_BUNDLE)), relative)
+    plain_bundle = with_relative(bundle, None)
     detectors = [Detector(b, StatefulModel(b.model_path, b.manifest.model),
                           DetectorSettings(warmup_readings=5)) for b in (plain_bundle, bundle)]
     states = [d.new_stream("r/j") for d in detectors]
@@ -133,10 +129,3 @@ def test_a_horizon_does_not_stop_the_count_that_hands_over() -> None:
         last = rel.lift(history, 5.0, enter=4.0)
     assert history.count == 100 and history.seen == 600 and last == 0.0
 
-
-def test_a_snapshot_from_before_the_count_of_scores_seen_restores_one() -> None:
-    old = {"count": 10, "mean": 1.0, "m2": 2.0, "recent": [1.0] * 5}
-    assert _history(old).seen == 15
-    assert _history({**old, "seen": 40}).seen == 40
-    with pytest.raises(ValueError, match="scores seen"):
-        _history({**old, "seen": -1})

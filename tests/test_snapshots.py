@@ -173,3 +173,19 @@ def test_a_stream_whose_vectors_do_not_fit_the_features_starts_fresh(tmp_path: P
     restored, note = snapshots.read(tmp_path, BUNDLE.sha256, worker.detector)
     assert set(restored) == {"r0/j", "r2/j"}
     assert "1 unreadable stream(s) start fresh" in note
+
+
+def test_a_snapshot_from_before_the_count_of_scores_seen_restores_one(tmp_path: Path) -> None:
+    """Snapshots written before ``history.seen`` existed restore it as the scores they hold
+    (no horizon here, so exactly what the live stream counted); a bad count is refused."""
+    worker = fed_worker(tmp_path, bundle=with_optional_parts(BUNDLE))
+    path = snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
+    document = json.loads(path.read_text())
+    for entry in document["streams"].values():
+        del entry["history"]["seen"]
+    document["streams"]["r1/j"]["history"]["seen"] = -1
+    path.write_text(json.dumps(document))
+    restored, note = snapshots.read(tmp_path, BUNDLE.sha256, worker.detector)
+    assert set(restored) == {"r0/j", "r2/j"} and "1 unreadable stream(s) start fresh" in note
+    for stream_id, entry in restored.items():
+        assert entry.state.history.seen == worker.streams[stream_id].history.seen > 300

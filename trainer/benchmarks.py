@@ -50,6 +50,10 @@ from .evaluate import (Evaluation, FileResult, LabelledStream, agent_settings, d
 
 Log = Callable[[str], None]
 
+ROOT = Path(__file__).resolve().parent.parent
+SKAB_CONFIG = ROOT / "configs" / "skab.yaml"
+NAB_CONFIG = ROOT / "configs" / "nab.yaml"
+
 
 def indented(log: Log) -> Log:
     """``log`` with every line of each message indented (a nested step's tables too).
@@ -60,9 +64,6 @@ def indented(log: Log) -> Log:
     """
     return lambda text: log(textwrap.indent(text, "  "))
 
-ROOT = Path(__file__).resolve().parent.parent
-SKAB_CONFIG = ROOT / "configs" / "skab.yaml"
-NAB_CONFIG = ROOT / "configs" / "nab.yaml"
 
 # -- SKAB ----------------------------------------------------------------------------------------
 SKAB_FIT_ROWS = 400

@@ -164,6 +164,9 @@ def with_relative(threshold: Threshold, config: RelativeConfig) -> Threshold:
     >>> t = with_relative(Threshold(enter=2.0, exit=1.5, method="quantile"), RelativeConfig())
     >>> t.enter, t.exit, t.relative.z, t.details["absolute_margin"]
     (4.0, 3.0, 2.5, 2.0)
+    >>> plain = Threshold(enter=2.0, exit=1.5, method="quantile")
+    >>> with_relative(plain, RelativeConfig(absolute_for=4000)).relative.absolute_for
+    4000
     """
     m = config.absolute_margin
     return Threshold(enter=threshold.enter * m, exit=threshold.exit * m, method=threshold.method,
