@@ -16,9 +16,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import BundleError
 
@@ -26,6 +27,19 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 TensorDtype = Literal["float32", "int8", "int16", "int32", "uint8"]
+
+
+def _known_zone(name: str) -> str:
+    """An IANA time zone the machine's tz database (or the ``tzdata`` package) knows."""
+    try:
+        ZoneInfo(name)
+    except (KeyError, ValueError, OSError) as exc:  # not found is a KeyError; a path, ValueError
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as "
+                         "'Europe/Berlin' or 'America/New_York')") from exc
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
 
 
 class Strict(BaseModel):
@@ -186,12 +200,15 @@ class SeasonalScoring(Strict):
     usually reads at this time of day (or week).
 
     A period of ``period_s`` seconds is divided into ``slots``; a reading belongs to slot
-    ``floor((ts mod period_s) / period_s * slots)`` of its own timestamp (UTC). Each slot keeps
-    the stream's usual normalised reading there (its *profile*, first the first reading seen in
-    it, then an EWMA with weight ``profile_alpha``); the residual ``x - profile`` is smoothed with
-    ``alpha`` and divided by ``scale`` (its spread on normal data). Like the level baseline, a
-    slot's profile only follows a feature while that feature is within ``track_below``, so a
-    missing daily peak does not teach the profile to expect none tomorrow.
+    ``floor((t mod period_s) / period_s * slots)``, ``t`` its own timestamp on the UTC clock or,
+    with ``timezone``, on that zone's local clock (so a pattern people set, opening hours or
+    traffic, keeps its slots across daylight-saving changes instead of moving an hour). Each
+    slot keeps the stream's usual normalised reading there (its *profile*, first the first
+    reading seen in it, then an EWMA with weight ``profile_alpha``); the residual ``x -
+    profile`` is smoothed with ``alpha`` and divided by ``scale`` (its spread on normal data).
+    Like the level baseline, a slot's profile only follows a feature while that feature is
+    within ``track_below``, so a missing daily peak does not teach the profile to expect none
+    tomorrow.
     """
 
     period_s: float = Field(gt=0)
@@ -202,6 +219,8 @@ class SeasonalScoring(Strict):
     scale: list[float]
     autocorrelation: float | None = Field(None, description=(
         "How strongly the training data repeated at this period (for the record)."))
+    timezone: TimeZoneName | None = Field(None, description=(
+        "IANA time zone whose local clock the slots follow; null: UTC."))
 
 
 class Scoring(Strict):

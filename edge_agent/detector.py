@@ -148,7 +148,7 @@ class Detector:
         """Take over a stream that keeps its state across a model reload: a seasonal profile
         made for other slots (or for none) starts over; everything else carries on."""
         old = previous.scorer.seasonal
-        if old is None or not self.scorer.profile_fits(old.period_s, old.slots):
+        if old is None or not self.scorer.profile_fits(old.period_s, old.slots, old.timezone):
             state.score.profile = state.score.seasonal = None
 
     def _learn_baseline(self, state: StreamState, values: Vector) -> None:

@@ -32,7 +32,8 @@ The score has two parts, each about 1 on normal data:
   time-of-period slot (its *profile*, see :class:`edge_agent.bundle.SeasonalScoring`) and
   scores the smoothed residual from it, per feature in units of ``seasonal.scale``, combined
   as ``sqrt(mean_f s_f²)``. Slots follow the readings' own timestamps, so a gap or a reset
-  keeps the profile.
+  keeps the profile; on the UTC clock, or on a zone's local clock (``seasonal.timezone``) for
+  patterns that follow people's hours through daylight-saving changes.
 
 The score is the largest of the parts.
 
@@ -44,7 +45,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Sequence
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -107,6 +110,8 @@ class Scorer:
         self.inv_seasonal_scale: Vector | None = (
             (1.0 / np.asarray(self.seasonal.scale, dtype=np.float64)).tolist()
             if self.seasonal is not None else None)
+        self.zone = (ZoneInfo(self.seasonal.timezone)
+                     if self.seasonal is not None and self.seasonal.timezone else None)
 
     def errors(self, x: Vector, prediction: Vector) -> Vector:
         """Per-feature forecast errors in units of their normal spread."""
@@ -206,26 +211,43 @@ class Scorer:
             state.previous, state.away_noise, state.widened = list(x), sums, widened
 
     def slot(self, ts: float) -> int:
-        """The seasonal slot a timestamp falls in.
+        """The seasonal slot a timestamp falls in: by the UTC clock, or by the local clock of
+        ``seasonal.timezone`` (the zone's offset at that instant added first).
 
         >>> from edge_agent.bundle import SeasonalScoring, Scoring, Smoothing, Threshold
-        >>> season = SeasonalScoring(period_s=86400, slots=24, alpha=0.1, profile_alpha=0.5,
-        ...                          track_below=4, scale=[1.0])
-        >>> s = Scorer(Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=1.0), seasonal=season,
-        ...                    threshold=Threshold(enter=3, exit=2, method="fixed")))
+        >>> def scorer(zone=None):
+        ...     season = SeasonalScoring(period_s=86400, slots=24, alpha=0.1, profile_alpha=0.5,
+        ...                              track_below=4, scale=[1.0], timezone=zone)
+        ...     return Scorer(Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=1.0),
+        ...                           seasonal=season,
+        ...                           threshold=Threshold(enter=3, exit=2, method="fixed")))
+        >>> s = scorer()
         >>> s.slot(0.0), s.slot(3599.9), s.slot(3600.0), s.slot(86400 * 365 + 23.5 * 3600)
         (0, 0, 1, 23)
+
+        07:00 UTC on 2026-03-28 and 06:00 UTC the next day, after Berlin's clocks went forward:
+        both 08:00 there.
+
+        >>> berlin, before, after = scorer("Europe/Berlin"), 1774681200.0, 1774764000.0
+        >>> s.slot(before), s.slot(after), berlin.slot(before), berlin.slot(after)
+        (7, 6, 8, 8)
         """
         season = self.seasonal
         assert season is not None
+        if self.zone is not None:
+            offset = datetime.fromtimestamp(ts, self.zone).utcoffset()
+            if offset is not None:
+                ts += offset.total_seconds()
         slot = int((ts % season.period_s) * season.slots / season.period_s)
         return slot if slot < season.slots else season.slots - 1
 
-    def profile_fits(self, period_s: float | None, slots: int) -> bool:
-        """Does a profile made for ``period_s`` in ``slots`` mean the same here? (A reload or a
-        restore after recalibration may bring another period, or none.)"""
+    def profile_fits(self, period_s: float | None, slots: int, timezone: str | None) -> bool:
+        """Does a profile made for ``period_s`` in ``slots`` on ``timezone``'s clock mean the
+        same here? (A reload or a restore after recalibration may bring another period, another
+        clock, or none.)"""
         season = self.seasonal
-        return season is not None and (period_s, slots) == (season.period_s, season.slots)
+        return season is not None and ((period_s, slots, timezone)
+                                       == (season.period_s, season.slots, season.timezone))
 
     def seasonal_shift(self, state: ScoreState, x: Vector, ts: float
                        ) -> tuple[Vector, Vector] | None:

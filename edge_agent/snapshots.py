@@ -38,6 +38,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .alerts import EpisodeState
+from .bundle import SeasonalScoring
 from .detector import Detector
 from .history import ScoreHistory
 from .normalise import Baseline
@@ -85,13 +86,13 @@ def _unlist(value: dict[str, Any] | None, n: int) -> list[float] | None:
     return array.astype(np.float64).reshape(-1).tolist()
 
 
-def _unprofile(value: dict[str, Any] | None, period_s: float | None, detector: Detector
-               ) -> np.ndarray | None:
+def _unprofile(score: dict[str, Any], detector: Detector) -> np.ndarray | None:
     """The seasonal profile back, or ``None`` (start it over) when the bundle was recalibrated
-    since with another period or other slots, or without a seasonal part (same model, so the
-    snapshot still holds)."""
-    array = _unarray(value)
-    if array is None or not detector.scorer.profile_fits(period_s, array.shape[0]):
+    since with another period, other slots or another clock, or without a seasonal part (same
+    model, so the snapshot still holds). Snapshots from before time zones were on UTC."""
+    array = _unarray(score.get("profile"))
+    if array is None or not detector.scorer.profile_fits(
+            score.get("season_period_s"), array.shape[0], score.get("season_timezone")):
         return None
     if array.ndim != 2 or array.shape[1] != len(detector.features):
         raise ValueError("seasonal profile does not fit the bundle's features")
@@ -124,7 +125,7 @@ def _history(value: Any) -> ScoreHistory:
 
 
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
-                  status: str | None, season_period_s: float | None = None) -> str:
+                  status: str | None, season: SeasonalScoring | None = None) -> str:
     """One stream's state as a JSON text (streams are serialised one at a time, so a snapshot
     of 10,000 streams never holds them all as Python objects at once)."""
     baseline = state.baseline
@@ -139,7 +140,9 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
         "score": {"smoothed": state.score.smoothed, "level": _array(state.score.level),
                   "baseline": _array(state.score.baseline),
                   "profile": _array(state.score.profile),
-                  "season_period_s": season_period_s, "away": state.score.away,
+                  "season_period_s": season.period_s if season is not None else None,
+                  "season_timezone": season.timezone if season is not None else None,
+                  "away": state.score.away,
                   "seasonal": _array(state.score.seasonal),
                   "previous": _array(state.score.previous),
                   "away_noise": _array(state.score.away_noise),
@@ -173,7 +176,7 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
     state.prediction = _unlist(data["prediction"], n)
     state.last_ts = data["last_ts"]
     score = data["score"]
-    profile = _unprofile(score.get("profile"), score.get("season_period_s"), detector)
+    profile = _unprofile(score, detector)
     seasonal = None if profile is None else _unlist(score.get("seasonal"), n)
     state.score = ScoreState(score["smoothed"], _unlist(score["level"], n),
                              _unlist(score.get("baseline"), n), profile, seasonal,

@@ -211,10 +211,9 @@ class Worker:
         """Every stream's state as JSON text, one stream at a time (iterate in the worker, or
         once it has stopped)."""
         season = self.detector.scorer.seasonal
-        period = season.period_s if season is not None else None
         for stream_id, state in self.streams.items():
             yield stream_id, encode_stream(state, *self.routes.get(stream_id, ("", {})),
-                                           self.statuses.get(stream_id), period)
+                                           self.statuses.get(stream_id), season)
 
     def _write_snapshot(self) -> None:
         """Write every stream's state to a temporary snapshot file, between two batches."""

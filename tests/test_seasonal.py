@@ -26,7 +26,7 @@ from trainer.seasonality import detect, lag_correlation
 HOUR = 3600.0
 
 
-def scorer(**season: float) -> Scorer:
+def scorer(**season: float | str | None) -> Scorer:
     params = dict(period_s=4.0, slots=4, alpha=0.5, profile_alpha=0.5, track_below=2.0,
                   scale=[1.0])
     params.update(season)
@@ -57,6 +57,41 @@ def test_a_departure_beyond_track_below_does_not_teach_the_profile() -> None:
     assert shift == [5.0] and usual == [0.0] and state.profile[0].tolist() == [0.0]
     shift, _ = s.seasonal_shift(state, [3.0], 5.0)  # 3 / 2 = 1.5 < 2: learned
     assert shift == [1.5] and state.profile[1].tolist() == [1.5]
+
+
+def _shifts_across_a_clock_change(zone: str | None) -> tuple[list[float], list[float]]:
+    """A shop's lights: on from 08:00 to 18:00 Berlin time, read hourly for a week each side
+    of 2026-03-29, when Berlin's clocks go forward (01:00 UTC). The seasonal shift of every
+    reading after the first day, before and after the change (unsmoothed, scale 1)."""
+    from zoneinfo import ZoneInfo
+
+    s, state = scorer(period_s=86400.0, slots=24, alpha=1.0, profile_alpha=0.5,
+                      track_below=2.0, timezone=zone), ScoreState()
+    change = datetime(2026, 3, 29, 1, tzinfo=timezone.utc).timestamp()
+    before, after = [], []
+    for hour in range(-7 * 24, 7 * 24):
+        ts = change + hour * HOUR
+        local = datetime.fromtimestamp(ts, ZoneInfo("Europe/Berlin"))
+        out = s.seasonal_shift(state, [1.0 if 8 <= local.hour < 18 else 0.0], ts)
+        if out is not None:
+            (before if ts < change else after).append(out[0][0])
+    return before, after
+
+
+def test_slots_on_a_local_clock_keep_a_pattern_people_set_through_daylight_saving() -> None:
+    before, after = _shifts_across_a_clock_change("Europe/Berlin")
+    assert max(map(abs, before + after)) == 0.0  # every reading is what its slot expects
+    before, after = _shifts_across_a_clock_change(None)  # UTC slots: the pattern moves an hour
+    assert max(map(abs, before)) == 0.0 and max(map(abs, after)) == 1.0
+
+
+def test_an_unknown_time_zone_stops_the_trainer_with_its_key_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "trainer.yaml"
+    config.write_text("scoring:\n  seasonal:\n    timezone: Mars/Olympus_Mons\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert (f"{config}: scoring.seasonal.timezone: Value error, unknown time zone "
+            "'Mars/Olympus_Mons'") in capsys.readouterr().err
 
 
 def _daily(days: int, period_s: float = HOUR, noise: float = 0.2, seed: int = 0,
@@ -122,7 +157,9 @@ def _config(path: Path, seasonal: bool) -> Path:
                   "batch_size": 16, "seed": 1},
         "export": {"representative_readings": 200, "parity_tolerance": 10.0},
         # The forecast part alone (no level part), with or without the seasonal part.
-        "scoring": {"level": {"enabled": False}, "seasonal": {"enabled": seasonal}},
+        # Tokyo's clock (no daylight saving) cuts the same hourly slots 9 hours later.
+        "scoring": {"level": {"enabled": False},
+                    "seasonal": {"enabled": seasonal, "timezone": "Asia/Tokyo"}},
         "output": {"dir": "unused", "name": "daily", "report": False}}))
     return path
 
@@ -137,10 +174,11 @@ def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(
                                 jobs=1, plots=False, log=lambda line: None)
     bundle = load_bundle(out / "bundles" / "daily")
     season = bundle.manifest.scoring.seasonal
-    assert season is not None and (season.period_s, season.slots) == (86400, 24)
+    assert season is not None
+    assert (season.period_s, season.slots, season.timezone) == (86400, 24, "Asia/Tokyo")
     assert result["totals"]["start"]["int8"]["standard"]["tp"] == 1
     assert main(["inspect", str(out / "bundles" / "daily")]) == 0
-    assert "seasonal part: period 86400 s in 24 slots" in capsys.readouterr().out
+    assert "seasonal part: period 86400 s in 24 slots, Asia/Tokyo clock" in capsys.readouterr().out
 
     # The alert that catches it names the seasonal part: the reading was far from what this
     # hour of the day usually reads.
@@ -176,7 +214,10 @@ def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(
     assert without["totals"]["start"]["int8"]["standard"]["tp"] == 0
 
 
-def test_a_reload_that_keeps_state_starts_the_profile_over_only_if_the_slots_changed() -> None:
+@pytest.mark.parametrize("change", [{"slots": 50}, {"timezone": "Europe/Berlin"}],
+                         ids=["other-slots", "other-clock"])
+def test_a_reload_that_keeps_state_starts_the_profile_over_only_if_the_slots_changed(
+        change: dict[str, int | str]) -> None:
     from tests.test_snapshots import BUNDLE, fed_worker
 
     worker = fed_worker(None, streams=1, bundle=with_optional_parts(BUNDLE))
@@ -191,12 +232,12 @@ def test_a_reload_that_keeps_state_starts_the_profile_over_only_if_the_slots_cha
     worker.swap(detector_for(same), keep_state=True)
     assert state.score.profile is profile and state.lstm is lstm
 
-    worker.swap(detector_for(with_season(same, slots=50)), keep_state=True)
+    worker.swap(detector_for(with_season(same, **change)), keep_state=True)
     assert state.score.profile is None and state.score.seasonal is None
     assert state.lstm is lstm and state.score.baseline is not None  # the rest carries on
 
 
-def with_season(bundle: Bundle, **changes: float) -> Bundle:
+def with_season(bundle: Bundle, **changes: float | str) -> Bundle:
     """The bundle with its seasonal part changed (as a recalibration might)."""
     season = bundle.manifest.scoring.seasonal
     assert season is not None

@@ -144,19 +144,38 @@ def test_a_snapshot_is_written_without_holding_every_stream_in_memory(tmp_path: 
 
 
 def test_a_profile_for_other_slots_starts_over_and_the_rest_is_restored(tmp_path: Path) -> None:
-    """A bundle recalibrated with another seasonal period keeps its model (and so its
-    snapshot): the streams come back, their seasonal profiles start over."""
+    """A bundle recalibrated with another seasonal period, other slots or another clock keeps
+    its model (and so its snapshot): the streams come back, their seasonal profiles start
+    over."""
     from tests.test_seasonal import with_season
 
     worker = fed_worker(tmp_path, bundle=with_optional_parts(BUNDLE))
     snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
-    for change in ({"period_s": 20.0}, {"slots": 50}):
+    for change in ({"period_s": 20.0}, {"slots": 50}, {"timezone": "Europe/Berlin"}):
         other = with_season(with_optional_parts(BUNDLE), **change)
         detector = Detector(other, StatefulModel(other.model_path, other.manifest.model))
         restored, _ = snapshots.read(tmp_path, BUNDLE.sha256, detector)
         for stream_id, entry in restored.items():
             assert entry.state.score.profile is None and entry.state.score.seasonal is None
             assert entry.state.score.baseline == worker.streams[stream_id].score.baseline
+
+
+def test_a_profile_on_a_local_clock_comes_back_on_that_clock(tmp_path: Path) -> None:
+    from tests.test_seasonal import with_season
+
+    berlin = with_season(with_optional_parts(BUNDLE), timezone="Europe/Berlin")
+    worker = fed_worker(tmp_path, bundle=berlin)
+    snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
+    for bundle, kept in ((berlin, True), (with_optional_parts(BUNDLE), False)):
+        detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model))
+        restored, _ = snapshots.read(tmp_path, BUNDLE.sha256, detector)
+        for stream_id, entry in restored.items():
+            live = worker.streams[stream_id].score.profile
+            assert live is not None
+            if kept:
+                assert np.array_equal(entry.state.score.profile, live, equal_nan=True)
+            else:  # the same slots on the UTC clock: another profile
+                assert entry.state.score.profile is None
 
 
 def test_a_stream_whose_vectors_do_not_fit_the_features_starts_fresh(tmp_path: Path) -> None:

@@ -188,7 +188,8 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
     seasonal = None if season is None else SeasonalScoring(
         period_s=season.period_s, slots=season.slots, alpha=config.seasonal.alpha,
         profile_alpha=config.seasonal.profile_alpha, track_below=config.seasonal.track_below,
-        scale=[1.0] * n, autocorrelation=round(season.autocorrelation, 4))
+        scale=[1.0] * n, autocorrelation=round(season.autocorrelation, 4),
+        timezone=config.seasonal.timezone)
     probe = Scoring(error_scale=[1.0] * n, smoothing=Smoothing(alpha=config.smoothing_alpha),
                     level=level, seasonal=seasonal, top_features=config.top_features,
                     threshold=Threshold(enter=_NEVER, exit=_NEVER, method="probe"))
@@ -324,7 +325,8 @@ def calibrate_split(draft: Bundle, model: StatefulModel, split: Split, config: S
     scoring = cal.scoring
     if scoring.seasonal is not None:
         log(f"      seasonal period {scoring.seasonal.period_s:g} s in {scoring.seasonal.slots} "
-            f"slots, scale {np.round(scoring.seasonal.scale, 4).tolist()}")
+            f"slots ({scoring.seasonal.timezone or 'UTC'} clock), scale "
+            f"{np.round(scoring.seasonal.scale, 4).tolist()}")
     log(f"      error scale {np.round(scoring.error_scale, 4).tolist()}; threshold "
         f"({scoring.threshold.method}) enter {scoring.threshold.enter:.3f}, exit "
         f"{scoring.threshold.exit:.3f}; {cal.scores.size} normal scores, max "

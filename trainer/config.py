@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edge_agent.bundle import TimeZoneName
 from edge_agent.configfile import Section, load_config
 from edge_agent.csvdata import CsvSpec
 
@@ -177,6 +178,11 @@ class SeasonalConfig(Section):
     track_below: float = Field(4.0, gt=0, description=(
         "A feature further than this from its slot's usual reading (in seasonal-scale units) "
         "does not update the profile (an anomaly does not become tomorrow's normal)."))
+    timezone: TimeZoneName | None = Field(None, description=(
+        "IANA time zone (e.g. Europe/Berlin) whose local clock the slots follow, for patterns "
+        "set by people's hours, so they keep their slots through daylight-saving changes; "
+        "timestamps must still be true instants (epoch, or ISO with an offset; naive ISO "
+        "times are read as UTC). null: the UTC clock."))
     tail_confidence: float | None = Field(0.95, ge=0.5, lt=1, description=(
         "With threshold.tail_quantile: the seasonal part's tail over the training readings "
         "is widened by how much larger a spread measured on that few independent looks "

@@ -82,7 +82,8 @@ def summary(bundle: Bundle) -> str:
         rescale = ", its scale widened to a noisier new level" if scoring.level.noise else ""
         level += f" (rebased after {scoring.level.rebase_after} readings away{rescale})"
     season = scoring.seasonal
-    seasonal = (f"; seasonal part: period {season.period_s:g} s in {season.slots} slots"
+    seasonal = (f"; seasonal part: period {season.period_s:g} s in {season.slots} slots, "
+                f"{season.timezone or 'UTC'} clock"
                 if season else "; no seasonal part")
     lines += [
         f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}{seasonal}; top "
