@@ -27,7 +27,7 @@ from . import __version__, metrics, snapshots
 from .alerts import AlertSettings
 from .bundle import Bundle, load_bundle, state_carries_over
 from .config import AgentConfig
-from .detector import Detector, DetectorSettings
+from .detector import Detector, DetectorSettings, seasonal_note
 from .errors import BundleError, EdgeError
 from .homeassistant import Discovery
 from .logs import RateLimitedLog
@@ -51,7 +51,7 @@ def detector_settings(config: AgentConfig) -> DetectorSettings:
     a, d = config.alerts, config.detection
     return DetectorSettings(
         warmup_readings=d.warmup_readings, gap_reset_s=d.gap_reset_s,
-        threshold_scale=d.threshold_scale,
+        threshold_scale=d.threshold_scale, seasonal_timezone=d.seasonal_timezone,
         alerts=AlertSettings(enter_readings=a.enter_readings, exit_readings=a.exit_readings,
                              update_interval_s=a.update_interval_s,
                              cooldown_readings=a.cooldown_readings))
@@ -181,7 +181,8 @@ class Agent:
         return (f"edge-agent {__version__}: runtime {self.runtime.describe()}; bundle "
                 f"{m.name!r} sha256 {m.model.sha256[:16]}… ({self.bundle.path}); features "
                 f"{', '.join(m.features)}; threshold enter {self.detector.enter:.3g} / exit "
-                f"{self.detector.exit:.3g}")
+                f"{self.detector.exit:.3g}; "
+                f"{seasonal_note(m.scoring, self.config.detection.seasonal_timezone)}")
 
     # -- network thread ----------------------------------------------------------------------
     def _on_connected(self) -> None:

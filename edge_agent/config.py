@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from .bundle import TimeZoneName
 from .configfile import Section, load_config
 from .errors import ConfigError
 
@@ -175,6 +176,11 @@ class DetectionConfig(Section):
                                       "stream's state (null: never).")
     threshold_scale: float = Field(1.0, gt=0, description="Multiplies the bundle's "
                                    "thresholds (above 1: fewer, surer alerts).")
+    seasonal_timezone: TimeZoneName | None = Field(None, description=(
+        "IANA time zone (e.g. Europe/Berlin) whose local clock the seasonal slots follow here, "
+        "over the bundle's scoring.seasonal.timezone (profiles are learned on the device, so "
+        "a model trained on another site's clock serves this one). null: the bundle's clock. "
+        "Only bundles with a seasonal part have slots."))
     max_streams: int = Field(10000, ge=1, description="Readings of further streams are "
                              "rejected (too_many_streams).")
     stream_expiry_s: float | None = Field(None, gt=0, description=(

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import alerts as episodes
 from .alerts import AlertSettings, EventType
-from .bundle import Bundle
+from .bundle import Bundle, Scoring
 from .history import Relative
 from .model import StatefulModel
 from .normalise import Baseline, Normaliser, Scale, Vector
@@ -44,6 +44,7 @@ class DetectorSettings:
     gap_reset_s: float | None = None
     alerts: AlertSettings = field(default_factory=AlertSettings)
     threshold_scale: float = 1.0
+    seasonal_timezone: str | None = None  # the clock of the seasonal slots, over the bundle's
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,38 @@ class Outcome(NamedTuple):
         return self.scale.inverse(self.prediction)
 
 
+def on_clock(scoring: Scoring, zone: str | None) -> Scoring:
+    """The bundle's scoring with its seasonal slots on ``zone``'s clock, if a zone is given.
+    The clock is a deployment's choice: profiles are learned on the device, so a model trained
+    on one site's data serves a site in another zone."""
+    if zone is None or scoring.seasonal is None:
+        return scoring
+    return scoring.model_copy(update={
+        "seasonal": scoring.seasonal.model_copy(update={"timezone": zone})})
+
+
+def seasonal_note(scoring: Scoring, zone: str | None) -> str:
+    """The seasonal part as a deployment runs it, on its clock; or that there is none, naming
+    ``zone`` as unused if one was set (a setting silently ignored looks like a working one).
+
+    >>> from edge_agent.bundle import SeasonalScoring, Smoothing, Threshold
+    >>> plain = Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=1.0),
+    ...                 threshold=Threshold(enter=3, exit=2, method="fixed"))
+    >>> seasonal_note(plain, "Europe/Berlin")
+    'no seasonal part (detection.seasonal_timezone unused)'
+    >>> daily = plain.model_copy(update={"seasonal": SeasonalScoring(
+    ...     period_s=86400, slots=288, alpha=0.05, profile_alpha=0.3, track_below=4,
+    ...     scale=[1.0])})
+    >>> seasonal_note(daily, None), seasonal_note(daily, "Europe/Berlin")
+    ('seasonal period 86400 s in 288 slots, UTC clock', 'seasonal period 86400 s in 288 slots, Europe/Berlin clock')
+    """
+    season = on_clock(scoring, zone).seasonal
+    if season is None:
+        return "no seasonal part" + (" (detection.seasonal_timezone unused)" if zone else "")
+    return (f"seasonal period {season.period_s:g} s in {season.slots} slots, "
+            f"{season.timezone or 'UTC'} clock")
+
+
 class Detector:
     """Scores readings of any number of streams with one model and one set of parameters."""
 
@@ -109,7 +142,7 @@ class Detector:
         self.settings = settings
         self.features = list(manifest.features)
         self.normaliser = Normaliser(manifest.normalisation)
-        self.scorer = Scorer(manifest.scoring)
+        self.scorer = Scorer(on_clock(manifest.scoring, settings.seasonal_timezone))
         self.outputs_change = manifest.architecture.output == "change"
         self.enter = manifest.scoring.threshold.enter * settings.threshold_scale
         self.exit = manifest.scoring.threshold.exit * settings.threshold_scale

@@ -41,6 +41,8 @@ def test_shipped_config_is_valid_and_checks(capsys: pytest.CaptureFixture[str]) 
                                            "'drop_newest'"),
     ({"alerts": {"exit_readings": 0}}, "alerts.exit_readings: Input should be greater than or "
                                        "equal to 1"),
+    ({"detection": {"seasonal_timezone": "Mars/Olympus"}},
+     "detection.seasonal_timezone: Value error, unknown time zone 'Mars/Olympus'"),
 ])
 def test_bad_config_names_file_and_key_path(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             change: dict, message: str) -> None:
@@ -49,6 +51,15 @@ def test_bad_config_names_file_and_key_path(tmp_path: Path, capsys: pytest.Captu
     assert main(["check", "--config", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}: {message}" in err
+
+
+def test_check_names_a_seasonal_clock_the_bundle_cannot_use(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo bundle has no seasonal part: a zone set for it is reported unused, not
+    silently dropped."""
+    path = write(tmp_path, {**BASE, "detection": {"seasonal_timezone": "Europe/Berlin"}})
+    assert main(["check", "--config", str(path)]) == 0
+    assert "no seasonal part (detection.seasonal_timezone unused)" in capsys.readouterr().out
 
 
 def test_missing_bundle_and_bad_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,6 +85,33 @@ def test_slots_on_a_local_clock_keep_a_pattern_people_set_through_daylight_savin
     assert max(map(abs, before)) == 0.0 and max(map(abs, after)) == 1.0
 
 
+def test_the_agent_config_puts_the_slots_on_its_own_clock() -> None:
+    """``detection.seasonal_timezone`` (through DetectorSettings) over the bundle's UTC: the
+    deployment's clock, the bundle itself untouched; a reload with the same setting keeps
+    the profiles."""
+    from tests.test_snapshots import BUNDLE, fed_worker
+
+    bundle = with_season(with_optional_parts(BUNDLE), period_s=86400.0, slots=24)
+    model = StatefulModel(bundle.model_path, bundle.manifest.model)
+    utc = Detector(bundle, model)
+    tokyo = Detector(bundle, model, DetectorSettings(seasonal_timezone="Asia/Tokyo"))
+    assert bundle.manifest.scoring.seasonal.timezone is None
+    assert utc.scorer.seasonal.timezone is None
+    assert tokyo.scorer.seasonal.timezone == "Asia/Tokyo"
+    slots = 24  # hourly: Tokyo's clock is 9 slots ahead
+    for ts in (0.0, 1.7e9, 1.7e9 + 0.4 * 86400):
+        assert tokyo.scorer.slot(ts) == (utc.scorer.slot(ts) + 9) % slots
+
+    worker = fed_worker(None, streams=1, bundle=bundle)
+    worker.swap(tokyo, keep_state=True)  # UTC profiles do not fit Tokyo's slots
+    state = next(iter(worker.streams.values()))
+    assert state.score.profile is None
+    state.score.profile = np.zeros((slots, len(bundle.manifest.features)))
+    worker.swap(Detector(bundle, model, DetectorSettings(seasonal_timezone="Asia/Tokyo")),
+                keep_state=True)
+    assert state.score.profile is not None  # same clock: kept
+
+
 def test_an_unknown_time_zone_stops_the_trainer_with_its_key_path(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "trainer.yaml"
@@ -178,7 +205,7 @@ def test_a_missing_daily_peak_is_caught_by_the_seasonal_part(
     assert (season.period_s, season.slots, season.timezone) == (86400, 24, "Asia/Tokyo")
     assert result["totals"]["start"]["int8"]["standard"]["tp"] == 1
     assert main(["inspect", str(out / "bundles" / "daily")]) == 0
-    assert "seasonal part: period 86400 s in 24 slots, Asia/Tokyo clock" in capsys.readouterr().out
+    assert "seasonal period 86400 s in 24 slots, Asia/Tokyo clock" in capsys.readouterr().out
 
     # The alert that catches it names the seasonal part: the reading was far from what this
     # hour of the day usually reads.

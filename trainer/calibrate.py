@@ -33,7 +33,7 @@ from edge_agent.alerts import AlertSettings
 from edge_agent.bundle import (Bundle, LevelScoring, Manifest, RelativeThreshold, Scoring,
                                SeasonalScoring, Smoothing, Threshold)
 from edge_agent.csvdata import Recording
-from edge_agent.detector import Detector, DetectorSettings
+from edge_agent.detector import Detector, DetectorSettings, seasonal_note
 from edge_agent.model import StatefulModel
 
 from .config import RelativeConfig, ScoringConfig, ThresholdConfig
@@ -324,8 +324,7 @@ def calibrate_split(draft: Bundle, model: StatefulModel, split: Split, config: S
                     season)
     scoring = cal.scoring
     if scoring.seasonal is not None:
-        log(f"      seasonal period {scoring.seasonal.period_s:g} s in {scoring.seasonal.slots} "
-            f"slots ({scoring.seasonal.timezone or 'UTC'} clock), scale "
+        log(f"      {seasonal_note(scoring, None)}, scale "
             f"{np.round(scoring.seasonal.scale, 4).tolist()}")
     log(f"      error scale {np.round(scoring.error_scale, 4).tolist()}; threshold "
         f"({scoring.threshold.method}) enter {scoring.threshold.enter:.3f}, exit "
