@@ -24,7 +24,6 @@ root, after a benchmark run (a few minutes for the 58 files)::
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -39,7 +38,8 @@ if str(ROOT) not in sys.path:
 from edge_agent.bundle import load_bundle  # noqa: E402
 from edge_agent.detector import Detector  # noqa: E402
 from trainer import nab  # noqa: E402
-from trainer.benchmarks import NAB_AGENT, NabFile, file_stream, nab_files, trace_hits  # noqa: E402
+from trainer.benchmarks import (NAB_AGENT, NabFile, file_stream, nab_files,  # noqa: E402
+                                run_arguments, trace_hits)
 from trainer.data import training_rows  # noqa: E402
 from trainer.evaluate import agent_settings, load_models, stream_through  # noqa: E402
 
@@ -187,11 +187,7 @@ def _floats(text: str) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", required=True, type=Path, help="NAB's data/ folder (or part)")
-    p.add_argument("--labels", required=True, type=Path, help="combined_windows.json")
-    p.add_argument("--bundles", required=True, type=Path,
-                   help="the bundles folder of a `benchmark nab` run (configs/nab.yaml)")
+    p = run_arguments(__doc__.split("\n\n")[0])
     p.add_argument("--orders", default="4", help="AR orders p, comma-separated (default 4)")
     p.add_argument("--forgetting", default="0.98,0.99",
                    help="forgetting factors lambda, comma-separated (default 0.98,0.99)")
