@@ -151,9 +151,10 @@ def evaluate(data_dir: Path, labels: Path, bundles: Path, settings: list[tuple[i
     for i, f in enumerate(files, 1):
         bundle = load_bundle(bundles / f.name)
         model = load_models(bundle, ["int8"])["int8"]
-        if Detector(bundle, model, agent).relative is None:
+        probe = Detector(bundle, model, agent)
+        if probe.relative is None:
             raise SystemExit(f"{bundle.path}: no relative threshold (benchmark configs/nab.yaml)")
-        readings = normalised_readings(f, Detector(bundle, model, agent))
+        readings = normalised_readings(f, probe)
         for name, setting in zip(names, [None, *settings]):
             detector = Detector(bundle, model, agent)
             part = None if setting is None else online_part(

@@ -85,16 +85,23 @@ def test_slots_on_a_local_clock_keep_a_pattern_people_set_through_daylight_savin
     assert max(map(abs, before)) == 0.0 and max(map(abs, after)) == 1.0
 
 
-def test_the_agent_config_puts_the_slots_on_its_own_clock() -> None:
-    """``detection.seasonal_timezone`` (through DetectorSettings) over the bundle's UTC: the
-    deployment's clock, the bundle itself untouched; a reload with the same setting keeps
-    the profiles."""
+def test_the_agent_config_puts_the_slots_on_its_own_clock(tmp_path: Path) -> None:
+    """``detection.seasonal_timezone`` in an agent config file, through the agent's own
+    mapping to DetectorSettings, over the bundle's UTC: the deployment's clock, the bundle
+    itself untouched; a reload with the same setting keeps the profiles."""
     from tests.test_snapshots import BUNDLE, fed_worker
+    from trainer.evaluate import agent_settings
 
     bundle = with_season(with_optional_parts(BUNDLE), period_s=86400.0, slots=24)
     model = StatefulModel(bundle.model_path, bundle.manifest.model)
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({
+        "bundle": str(bundle.path), "input": {"topics": ["plant/{stream}"]},
+        "detection": {"seasonal_timezone": "Asia/Tokyo"}}))
+    settings = agent_settings(config)
+    assert settings.seasonal_timezone == "Asia/Tokyo"
     utc = Detector(bundle, model)
-    tokyo = Detector(bundle, model, DetectorSettings(seasonal_timezone="Asia/Tokyo"))
+    tokyo = Detector(bundle, model, settings)
     assert bundle.manifest.scoring.seasonal.timezone is None
     assert utc.scorer.seasonal.timezone is None
     assert tokyo.scorer.seasonal.timezone == "Asia/Tokyo"
