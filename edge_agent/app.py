@@ -27,7 +27,7 @@ from . import __version__, metrics, snapshots
 from .alerts import AlertSettings
 from .bundle import Bundle, load_bundle, state_carries_over
 from .config import AgentConfig
-from .detector import Detector, DetectorSettings, seasonal_note
+from .detector import Detector, DetectorSettings, parts_note
 from .errors import BundleError, EdgeError
 from .homeassistant import Discovery
 from .logs import RateLimitedLog
@@ -182,7 +182,7 @@ class Agent:
                 f"{m.name!r} sha256 {m.model.sha256[:16]}… ({self.bundle.path}); features "
                 f"{', '.join(m.features)}; threshold enter {self.detector.enter:.3g} / exit "
                 f"{self.detector.exit:.3g}; "
-                f"{seasonal_note(m.scoring, self.config.detection.seasonal_timezone)}")
+                f"{parts_note(m.scoring, self.config.detection.seasonal_timezone)}")
 
     # -- network thread ----------------------------------------------------------------------
     def _on_connected(self) -> None:

@@ -223,6 +223,24 @@ class SeasonalScoring(Strict):
         "IANA time zone whose local clock the slots follow; null: UTC."))
 
 
+class AdaptiveScoring(Strict):
+    """The adaptive part of the score: how far each reading is from the forecast of a small
+    linear forecaster that keeps learning on the device (:mod:`edge_agent.adaptive`).
+
+    Per feature, an AR(``order``) forecast refitted after every reading by recursive least
+    squares with forgetting factor ``forgetting``; its absolute error is smoothed with
+    ``alpha`` and divided by ``scale``. The scale is its normal size on validation data, widened
+    so that its tail over the training readings stays under the threshold the detector uses
+    (it is fitted after the threshold, so adding this part leaves what the others alert on
+    unchanged).
+    """
+
+    order: int = Field(ge=1, le=32)
+    forgetting: float = Field(gt=0.5, le=1)
+    alpha: float = Field(gt=0, le=1)
+    scale: list[float]
+
+
 class Scoring(Strict):
     """Parameters of :mod:`edge_agent.scoring`; see there for the formula."""
 
@@ -230,6 +248,7 @@ class Scoring(Strict):
     smoothing: Smoothing
     level: LevelScoring | None = None
     seasonal: SeasonalScoring | None = None
+    adaptive: AdaptiveScoring | None = None
     threshold: Threshold
     top_features: int = Field(default=3, ge=1)
 
@@ -272,32 +291,26 @@ class Manifest(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
         n = len(self.features)
-        for key, values in (("normalisation.mean", self.normalisation.mean),
-                            ("normalisation.std", self.normalisation.std),
-                            ("normalisation.min_std", self.normalisation.min_std),
-                            ("scoring.error_scale", self.scoring.error_scale)):
-            if len(values) != n:
-                raise ValueError(f"{key} has {len(values)} values for {n} features")
-        level = self.scoring.level
+        scoring, level = self.scoring, self.scoring.level
+        per_feature = [("normalisation.mean", self.normalisation.mean),
+                       ("normalisation.std", self.normalisation.std),
+                       ("normalisation.min_std", self.normalisation.min_std),
+                       ("scoring.error_scale", scoring.error_scale)]
         if level is not None:
-            for key, values in (("scale", level.scale), ("noise", level.noise)):
-                if values is not None and len(values) != n:
-                    raise ValueError(f"scoring.level.{key} has {len(values)} values for {n} "
-                                     "features")
+            per_feature += [("scoring.level.scale", level.scale),
+                            ("scoring.level.noise", level.noise or [1.0] * n)]
             if self.normalisation.baseline_readings < 1:
                 raise ValueError("scoring.level needs normalisation.baseline_readings >= 1")
-        seasonal = self.scoring.seasonal
-        if seasonal is not None and len(seasonal.scale) != n:
-            raise ValueError(f"scoring.seasonal.scale has {len(seasonal.scale)} values for {n} "
-                             "features")
-        scales = self.normalisation.std + self.normalisation.min_std + self.scoring.error_scale
-        if level is not None:
-            scales = scales + level.scale + (level.noise or [])
-        if seasonal is not None:
-            scales = scales + seasonal.scale
-        if any(not s > 0 for s in scales):
-            raise ValueError("std, min_std, error_scale, level.scale, level.noise and "
-                             "seasonal.scale must be positive")
+        for name in ("seasonal", "adaptive"):
+            part = getattr(scoring, name)
+            if part is not None:
+                per_feature.append((f"scoring.{name}.scale", part.scale))
+        for key, values in per_feature:
+            if len(values) != n:
+                raise ValueError(f"{key} has {len(values)} values for {n} features")
+        for key, values in per_feature[1:]:
+            if any(not v > 0 for v in values):
+                raise ValueError(f"{key} must be positive")
         for name, spec in (("model", self.model), ("float_model", self.float_model)):
             if spec is None:
                 continue

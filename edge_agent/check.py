@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .bundle import load_bundle
 from .config import AgentConfig, read_secret
-from .detector import seasonal_note
+from .detector import parts_note
 from .model import StatefulModel, load_runtime
 from .topics import TopicMapper
 
@@ -40,7 +40,7 @@ def check(config: AgentConfig, path: str | Path) -> str:
         f"bundle: {m.name} ({bundle.path}) sha256 {m.model.sha256}: OK",
         f"runtime: {runtime.describe()}",
         f"features: {', '.join(m.features)}; "
-        f"{seasonal_note(m.scoring, config.detection.seasonal_timezone)}",
+        f"{parts_note(m.scoring, config.detection.seasonal_timezone)}",
         f"output: {config.output.prefix}/alerts/<stream> (QoS {config.output.qos})",
     ]
     return "\n".join(lines)

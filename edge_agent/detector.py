@@ -11,8 +11,10 @@ Order of work for one reading of a stream:
 2. per-stream baseline: while it is being learned the reading only feeds it;
 3. normalise with the stream's scale;
 4. score the reading against the forecast made one step earlier (smoothed), the stream's
-   baseline (level) and, for a seasonal bundle, its usual reading at this time of the period;
-   with a relative threshold, lift the score when it is far above the stream's own history;
+   baseline (level), for a seasonal bundle its usual reading at this time of the period, and
+   for an adaptive one the forecast of the stream's own learning forecaster (which then learns
+   from the reading); with a relative threshold, lift the score when it is far above the
+   stream's own history;
 5. decide: after warm-up, the episode state machine may emit ``start``/``update``/``end``;
 6. step the LSTM with the reading, keeping the forecast of the next one.
 """
@@ -53,9 +55,11 @@ class Contribution:
 
     feature: str
     observed: float
-    expected: float  # the forecast, the baseline mean or the slot's usual reading
-    z: float  # the largest of its forecast error, level and seasonal shift, in normal spreads
-    basis: str = "forecast"  # "forecast", "baseline" or "season": what ``expected`` is
+    expected: float  # the forecast, the baseline mean, the slot's usual reading or the
+    #                  adaptive forecast
+    z: float  # the largest of its parts (forecast error, level, seasonal, adaptive shift)
+    basis: str = "forecast"  # "forecast", "baseline", "season" or "adaptive": what
+    #                          ``expected`` is
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Outcome(NamedTuple):
     scale: Scale | None = None
     seasonal: Vector | None = None
     normalised: Vector | None = None  # the reading as the model and the scorer saw it
+    adaptive: Vector | None = None
 
     @property
     def expected(self) -> np.ndarray | None:
@@ -131,6 +136,30 @@ def seasonal_note(scoring: Scoring, zone: str | None) -> str:
             f"{season.timezone or 'UTC'} clock")
 
 
+def adaptive_note(scoring: Scoring) -> str:
+    """The adaptive part in a few words, for logs and ``inspect``.
+
+    >>> from edge_agent.bundle import AdaptiveScoring, Smoothing, Threshold
+    >>> plain = Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=1.0),
+    ...                 threshold=Threshold(enter=3, exit=2, method="fixed"))
+    >>> adaptive_note(plain)
+    'no adaptive part'
+    >>> adaptive_note(plain.model_copy(update={"adaptive": AdaptiveScoring(
+    ...     order=4, forgetting=0.98, alpha=0.1, scale=[0.5])}))
+    'adaptive AR(4) forecaster, forgetting 0.98, error smoothing alpha 0.1'
+    """
+    part = scoring.adaptive
+    if part is None:
+        return "no adaptive part"
+    return (f"adaptive AR({part.order}) forecaster, forgetting {part.forgetting:g}, error "
+            f"smoothing alpha {part.alpha:g}")
+
+
+def parts_note(scoring: Scoring, zone: str | None) -> str:
+    """The parts that learn on the device, as a deployment runs them."""
+    return f"{seasonal_note(scoring, zone)}; {adaptive_note(scoring)}"
+
+
 class Detector:
     """Scores readings of any number of streams with one model and one set of parameters."""
 
@@ -160,8 +189,10 @@ class Detector:
         return state
 
     def reset(self, state: StreamState) -> Alert | None:
-        """Start the stream over (LSTM state, warm-up, score memory); keep its baseline and
-        seasonal profile (slots follow timestamps, so a gap does not misalign them).
+        """Start the stream over (LSTM state, warm-up, score memory); keep its baseline,
+        seasonal profile (slots follow timestamps, so a gap does not misalign them) and the
+        adaptive forecaster's fit (not its lags: the readings before a gap are not the next
+        one's).
 
         Returns the ``end`` of an episode that was open, which the caller must publish.
         """
@@ -172,17 +203,24 @@ class Detector:
         state.lstm = self.model.zero_state()
         state.prediction = None
         state.warmup_left = self.settings.warmup_readings
-        state.score = ScoreState(profile=state.score.profile)
+        fit = state.score.adaptive
+        if fit is not None:
+            fit.forget_past()
+        state.score = ScoreState(profile=state.score.profile, adaptive=fit)
         state.episode.above = state.episode.below = 0
         state.resets += 1
         return ended
 
     def adopt(self, state: StreamState, previous: "Detector") -> None:
         """Take over a stream that keeps its state across a model reload: a seasonal profile
-        made for other slots (or for none) starts over; everything else carries on."""
+        made for other slots (or for none), or an adaptive forecaster of another order (or
+        none), starts over; everything else carries on."""
         old = previous.scorer.seasonal
         if old is None or not self.scorer.profile_fits(old.period_s, old.slots, old.timezone):
             state.score.profile = state.score.seasonal = None
+        fit = state.score.adaptive
+        if fit is not None and not self.scorer.adaptive_fits(fit.order):
+            state.score.adaptive = state.score.adaptive_error = None
 
     def _learn_baseline(self, state: StreamState, values: Vector) -> None:
         baseline = state.baseline
@@ -225,9 +263,10 @@ class Detector:
         assert scale is not None
         x = scale.forward(values)
         score = raw = z = shift = season = None
+        scorer = self.scorer
+        adaptive = scorer.adaptive_shift(state.score, x) if scorer.has_adaptive else None
         prediction = state.prediction
         if prediction is not None:
-            scorer = self.scorer
             z = scorer.errors(x, prediction)
             raw = scorer.raw(z)
             score = scorer.smooth(state.score, raw)
@@ -242,6 +281,10 @@ class Detector:
                     seasonal = scorer.raw(season[0])
                     if seasonal > score:
                         score = seasonal
+            if adaptive is not None:
+                surprise = scorer.raw(adaptive[0])
+                if surprise > score:
+                    score = surprise
             if self.relative is not None:
                 score = self.relative.lift(state.history, score, self.enter)
             if state.warmup_left == 0 and not learning:
@@ -250,7 +293,8 @@ class Detector:
                                         stream_id=state.stream_id)
                 if kind is not None:
                     events += (self._event(state, kind, ts, score, values,
-                                           scale.inverse(prediction), z, shift, season),)
+                                           scale.inverse(prediction), z, shift, season,
+                                           adaptive),)
         if state.warmup_left > 0:
             state.warmup_left -= 1
         forecast = self.model.step(x, state.lstm)
@@ -261,14 +305,17 @@ class Detector:
         else:
             status = "anomalous" if state.episode.active else "normal"
         return Outcome(admission, status, score, raw, events, z, shift, prediction, scale,
-                       season[0] if season is not None else None, x)
+                       season[0] if season is not None else None, x,
+                       adaptive[0] if adaptive is not None else None)
 
     def _contributions(self, state: StreamState, values: Vector, forecast: np.ndarray,
                        errors: Vector, shift: Vector | None,
-                       season: tuple[Vector, Vector] | None) -> tuple[Contribution, ...]:
+                       season: tuple[Vector, Vector] | None,
+                       adaptive: tuple[Vector, Vector] | None) -> tuple[Contribution, ...]:
         """The top features, each judged by the largest of its parts: against the forecast
-        (a surprise), the stream's baseline (a level shift) or its usual reading at this time
-        of the period (a seasonal shift)."""
+        (a surprise), the stream's baseline (a level shift), its usual reading at this time
+        of the period (a seasonal shift) or its adaptive forecast (a surprise for the stream
+        as it has lately been)."""
         strength, expected = np.abs(errors), np.asarray(forecast, dtype=np.float64)
         basis = np.array(["forecast"] * len(strength), dtype=object)
         parts = []
@@ -276,6 +323,8 @@ class Detector:
             parts.append(("baseline", shift, state.scale.inverse(state.score.baseline)))
         if season is not None and state.scale is not None:
             parts.append(("season", season[0], state.scale.inverse(season[1])))
+        if adaptive is not None and state.scale is not None:
+            parts.append(("adaptive", adaptive[0], state.scale.inverse(adaptive[1])))
         for name, part, reference in parts:
             stronger = np.abs(part) > strength
             strength = np.where(stronger, np.abs(part), strength)
@@ -298,11 +347,12 @@ class Detector:
                values: Vector | None = None, forecast: np.ndarray | None = None,
                z: Vector | None = None, shift: Vector | None = None,
                season: tuple[Vector, Vector] | None = None,
+               adaptive: tuple[Vector, Vector] | None = None,
                reason: str | None = None) -> Alert:
         ep = state.episode
         top: tuple[Contribution, ...] = ()
         if z is not None and values is not None and forecast is not None:
-            top = self._contributions(state, values, forecast, z, shift, season)
+            top = self._contributions(state, values, forecast, z, shift, season, adaptive)
         if score is None:
             score = state.score.smoothed if state.score.smoothed is not None else 0.0
         return Alert(

@@ -34,6 +34,12 @@ The score has two parts, each about 1 on normal data:
   as ``sqrt(mean_f s_f²)``. Slots follow the readings' own timestamps, so a gap or a reset
   keeps the profile; on the UTC clock, or on a zone's local clock (``seasonal.timezone``) for
   patterns that follow people's hours through daylight-saving changes.
+* **adaptive surprise** (optional, ``adaptive``) — the LSTM is frozen when the bundle is
+  written, so a stream that later behaves differently is judged by its first readings. A
+  small per-stream linear forecaster keeps learning from every reading
+  (:mod:`edge_agent.adaptive`); its absolute error per feature, smoothed with
+  ``adaptive.alpha`` and in units of ``adaptive.scale``, combined as ``sqrt(mean_f a_f²)``,
+  says how surprising a reading is for the stream as it has lately been.
 
 The score is the largest of the parts.
 
@@ -51,6 +57,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from .adaptive import AdaptiveState, learn
 from .bundle import Scoring
 from .normalise import Vector
 
@@ -63,7 +70,8 @@ class ScoreState:
     reading: one compact array, as a day of 5-minute slots is 288 rows per stream) and
     smoothed seasonal residual; for rebases that widen the level scale, the previous reading,
     the sum of squared reading-to-reading changes of each feature while away, and each
-    feature's widening so far; all normalised (``None`` = unset)."""
+    feature's widening so far; the adaptive forecaster and its smoothed absolute error per
+    feature; all normalised (``None`` = unset)."""
 
     smoothed: float | None = None
     level: Vector | None = None
@@ -74,6 +82,8 @@ class ScoreState:
     previous: Vector | None = None
     away_noise: Vector | None = None
     widened: Vector | None = None
+    adaptive: AdaptiveState | None = None
+    adaptive_error: Vector | None = None
 
 
 class Scorer:
@@ -112,6 +122,11 @@ class Scorer:
             if self.seasonal is not None else None)
         self.zone = (ZoneInfo(self.seasonal.timezone)
                      if self.seasonal is not None and self.seasonal.timezone else None)
+        self.adaptive = params.adaptive
+        self.has_adaptive = self.adaptive is not None
+        self.inv_adaptive_scale: Vector | None = (
+            (1.0 / np.asarray(self.adaptive.scale, dtype=np.float64)).tolist()
+            if self.adaptive is not None else None)
 
     def errors(self, x: Vector, prediction: Vector) -> Vector:
         """Per-feature forecast errors in units of their normal spread."""
@@ -278,6 +293,49 @@ class Scorer:
         state.seasonal = residual
         state.profile[slot] = profile
         return shift, usual
+
+    def adaptive_fits(self, order: int | None) -> bool:
+        """Does a stream's adaptive forecaster of ``order`` serve here (a reload or a restore
+        may bring another order, or no adaptive part)?"""
+        return self.adaptive is not None and order == self.adaptive.order
+
+    def adaptive_shift(self, state: ScoreState, x: Vector) -> tuple[Vector, Vector] | None:
+        """Per-feature smoothed absolute error of the stream's adaptive forecast, in units of
+        ``adaptive.scale``, and that forecast; ``None`` while the forecaster fills its lags.
+        The forecaster then learns from ``x``, so call this for every normalised reading.
+
+        Per feature: ``error = |x - forecast|``, ``smoothed += alpha * (error - smoothed)``
+        (the first error as it is), ``shift = smoothed / scale``.
+
+        A stream that steps along a line: once the forecaster has learned the slope, a jump
+        off the line stands out, then fades as the smoothing forgets it.
+
+        >>> from edge_agent.bundle import AdaptiveScoring, Smoothing, Threshold
+        >>> s = Scorer(Scoring(error_scale=[1.0], smoothing=Smoothing(alpha=1.0),
+        ...                    adaptive=AdaptiveScoring(order=2, forgetting=0.99, alpha=0.5,
+        ...                                             scale=[0.1]),
+        ...                    threshold=Threshold(enter=3, exit=2, method="fixed")))
+        >>> state = ScoreState()
+        >>> parts = [s.adaptive_shift(state, [0.1 * t]) for t in range(40)]
+        >>> parts[1], parts[-1][0][0] < 0.01
+        (None, True)
+        >>> jump = s.adaptive_shift(state, [4.0 + 5.0])  # the line says 4.0
+        >>> round(jump[1][0], 3), round(jump[0][0], 1)
+        (4.0, 25.0)
+        """
+        params, inv_scale = self.adaptive, self.inv_adaptive_scale
+        assert params is not None and inv_scale is not None
+        if state.adaptive is None:
+            state.adaptive = AdaptiveState.fresh(len(x), params.order)
+        learned = learn(state.adaptive, x, params.forgetting)
+        if learned is None:
+            return None
+        errors, forecast = learned
+        old, alpha = state.adaptive_error, params.alpha
+        smoothed = ([abs(e) for e in errors] if old is None
+                    else [s + alpha * (abs(e) - s) for s, e in zip(old, errors)])
+        state.adaptive_error = smoothed
+        return [v * inv for v, inv in zip(smoothed, inv_scale)], forecast
 
     def top_features(self, contributions: Sequence[float] | np.ndarray, k: int | None = None
                      ) -> list[int]:

@@ -37,11 +37,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .adaptive import AdaptiveState, finite
 from .alerts import EpisodeState
 from .bundle import SeasonalScoring
 from .detector import Detector
 from .history import ScoreHistory
-from .normalise import Baseline
+from .normalise import Baseline, Vector
 from .scoring import ScoreState
 from .streams import StreamState
 
@@ -109,6 +110,34 @@ def _counts(value: Any, n: int) -> list[int] | None:
     return value
 
 
+def _adaptive(value: AdaptiveState | None, error: Vector | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"weights": _array(np.array(value.weights)),
+            "inverse": _array(np.array(value.inverse)),
+            "past": [_array(v) for v in value.past], "error": _array(error)}
+
+
+def _unadaptive(value: dict[str, Any] | None, detector: Detector
+                ) -> tuple[AdaptiveState | None, Vector | None]:
+    """The adaptive forecaster and its smoothed error back, or ``None`` (start it over) when
+    the bundle was recalibrated since with another order or without an adaptive part."""
+    weights = None if value is None else _unarray(value["weights"])
+    if weights is None or not detector.scorer.adaptive_fits(weights.shape[-1] - 1):
+        return None, None
+    n, m = len(detector.features), weights.shape[-1]
+    inverse = _unarray(value["inverse"])
+    past = [_unlist(v, n) for v in value["past"]]
+    if (weights.shape != (n, m) or inverse is None or inverse.shape != (n, m, m)
+            or len(past) > m - 1):
+        raise ValueError("adaptive forecaster does not fit the bundle's features")
+    state = AdaptiveState(weights.astype(np.float64).tolist(),
+                          inverse.astype(np.float64).tolist(), past)  # type: ignore[arg-type]
+    if not finite(state):
+        raise ValueError("adaptive forecaster is not finite")
+    return state, _unlist(value["error"], n)
+
+
 def _history(value: Any) -> ScoreHistory:
     """A stream's score history back (a snapshot from before it existed: a fresh one)."""
     if value is None:
@@ -146,7 +175,8 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
                   "seasonal": _array(state.score.seasonal),
                   "previous": _array(state.score.previous),
                   "away_noise": _array(state.score.away_noise),
-                  "widened": _array(state.score.widened)},
+                  "widened": _array(state.score.widened),
+                  "adaptive": _adaptive(state.score.adaptive, state.score.adaptive_error)},
         "history": asdict(state.history),
         "episode": asdict(state.episode),
         "readings": state.readings,
@@ -182,7 +212,8 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
                              _unlist(score.get("baseline"), n), profile, seasonal,
                              _counts(score.get("away"), n),
                              *(_unlist(score.get(key), n)
-                               for key in ("previous", "away_noise", "widened")))
+                               for key in ("previous", "away_noise", "widened")),
+                             *_unadaptive(score.get("adaptive"), detector))
     state.history = _history(data.get("history"))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])

@@ -92,7 +92,22 @@ def test_a_level_noise_that_does_not_fit_the_features_is_refused(bundle_copy: Pa
     with pytest.raises(BundleError, match="scoring.level.noise has 2 values for 4 features"):
         load_bundle(bundle_copy)
     edit_manifest(bundle_copy, lambda m: m["scoring"]["level"].update(noise=[0.3, 0.3, 0.0, 1]))
-    with pytest.raises(BundleError, match="level.noise and seasonal.scale must be positive"):
+    with pytest.raises(BundleError, match="scoring.level.noise must be positive"):
+        load_bundle(bundle_copy)
+
+
+def test_an_adaptive_part_that_does_not_fit_the_features_is_refused(bundle_copy: Path) -> None:
+    part = {"order": 4, "forgetting": 0.98, "alpha": 0.1, "scale": [1.0, 1.0]}
+    edit_manifest(bundle_copy, lambda m: m["scoring"].update(adaptive=part))
+    with pytest.raises(BundleError, match="scoring.adaptive.scale has 2 values for 4 features"):
+        load_bundle(bundle_copy)
+    part.update(scale=[1.0, 1.0, 1.0, -1.0])
+    edit_manifest(bundle_copy, lambda m: m["scoring"].update(adaptive=part))
+    with pytest.raises(BundleError, match="scoring.adaptive.scale must be positive"):
+        load_bundle(bundle_copy)
+    part.update(scale=[1.0] * 4, forgetting=0.3)
+    edit_manifest(bundle_copy, lambda m: m["scoring"].update(adaptive=part))
+    with pytest.raises(BundleError, match="scoring.adaptive.forgetting"):
         load_bundle(bundle_copy)
 
 

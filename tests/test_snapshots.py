@@ -45,7 +45,7 @@ def fed_worker(snapshot_dir: Path | None, streams: int = 3, readings: int = 400,
 
 
 @pytest.mark.parametrize("bundle", [BUNDLE, with_optional_parts(BUNDLE)],
-                         ids=["plain", "seasonal"])
+                         ids=["plain", "learning-parts"])
 def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle) -> None:
     worker = fed_worker(tmp_path, bundle=bundle)
     path = snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
@@ -63,7 +63,7 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle
             if live.score.profile is not None else entry.state.score.profile is None
         assert entry.state.score.seasonal == live.score.seasonal
         assert entry.state.score.away == live.score.away
-        for key in ("previous", "away_noise", "widened"):
+        for key in ("previous", "away_noise", "widened", "adaptive", "adaptive_error"):
             assert getattr(entry.state.score, key) == getattr(live.score, key)
         assert entry.state.history == live.history
         if bundle is not BUNDLE:
@@ -73,6 +73,8 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle
             assert live.score.profile is not None and live.score.seasonal is not None
             assert live.score.away is not None and live.score.widened is not None
             assert 40 < np.sum(~np.isnan(live.score.profile[:, 0])) < 100
+            assert live.score.adaptive is not None and len(live.score.adaptive.past) == 4
+            assert live.score.adaptive_error is not None
         assert entry.state.anchor == live.anchor
         assert entry.state.warmup_left == live.warmup_left == 0
         assert entry.state.last_ts == live.last_ts and entry.topic == worker.routes[stream_id][0]
@@ -176,6 +178,34 @@ def test_a_profile_on_a_local_clock_comes_back_on_that_clock(tmp_path: Path) -> 
                 assert np.array_equal(entry.state.score.profile, live, equal_nan=True)
             else:  # the same slots on the UTC clock: another profile
                 assert entry.state.score.profile is None
+
+
+def test_an_adaptive_forecaster_of_another_order_starts_over_and_a_broken_one_is_refused(
+        tmp_path: Path) -> None:
+    """A recalibration with another order keeps the model (and the snapshot): the streams come
+    back without their forecaster. One whose weights were damaged into NaN is refused (it
+    would score NaN for ever); the other streams come back."""
+    from tests.test_adaptive import _with_adaptive
+
+    bundle = with_optional_parts(BUNDLE)
+    worker = fed_worker(tmp_path, bundle=bundle)
+    path = snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
+    other = _with_adaptive(bundle, order=2)
+    detector = Detector(other, StatefulModel(other.model_path, other.manifest.model))
+    restored, _ = snapshots.read(tmp_path, BUNDLE.sha256, detector)
+    assert len(restored) == 3
+    for stream_id, entry in restored.items():
+        assert entry.state.score.adaptive is None and entry.state.score.adaptive_error is None
+        assert entry.state.score.baseline == worker.streams[stream_id].score.baseline
+    document = json.loads(path.read_text())
+    weights = document["streams"]["r1/j"]["score"]["adaptive"]["weights"]
+    broken = snapshots._unarray(weights)
+    assert broken is not None
+    broken[0, 0] = np.nan
+    weights["b64"] = snapshots._array(broken)["b64"]
+    path.write_text(json.dumps(document))
+    restored, note = snapshots.read(tmp_path, BUNDLE.sha256, worker.detector)
+    assert set(restored) == {"r0/j", "r2/j"} and "1 unreadable stream(s)" in note
 
 
 def test_a_stream_whose_vectors_do_not_fit_the_features_starts_fresh(tmp_path: Path) -> None:

@@ -20,6 +20,12 @@ only the readings of its validation part are collected.
    tail over the whole recordings stays under that threshold (:func:`widen_to_tails`); the
    seasonal tail first widened for the few independent looks it had
    (``seasonal.tail_confidence``, :mod:`trainer.spread`).
+4. The adaptive part (``adaptive.enabled``) is fitted last, to the threshold as the detector
+   will use it (after ``relative.absolute_margin``): its scale is the root mean square of its
+   smoothed error over the validation parts, widened like the others to its tail over the
+   whole recordings. It plays no part in choosing the threshold, so turning it on adds
+   alerts where the stream's own forecaster is surprised and leaves what the other parts
+   alert on unchanged.
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edge_agent.alerts import AlertSettings
-from edge_agent.bundle import (Bundle, LevelScoring, Manifest, RelativeThreshold, Scoring,
-                               SeasonalScoring, Smoothing, Threshold)
+from edge_agent.bundle import (AdaptiveScoring, Bundle, LevelScoring, Manifest,
+                               RelativeThreshold, Scoring, SeasonalScoring, Smoothing, Threshold)
 from edge_agent.csvdata import Recording
-from edge_agent.detector import Detector, DetectorSettings, seasonal_note
+from edge_agent.detector import Detector, DetectorSettings, adaptive_note, seasonal_note
 from edge_agent.model import StatefulModel
 
 from .config import RelativeConfig, ScoringConfig, ThresholdConfig
@@ -65,13 +71,15 @@ class Calibration:
 
 def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
                  settings: DetectorSettings, start: int) -> dict[str, np.ndarray]:
-    """Stream a whole recording; return errors, shifts, scores, expected from ``start`` on."""
+    """Stream a whole recording; return errors, shifts, adaptive parts, scores and expected
+    readings from ``start`` on."""
     detector = Detector(bundle, model, settings)
     stream = detector.new_stream(recording.path)
     stamps = recording.timestamps
     n, f = recording.values.shape
     out = {"errors": np.full((n, f), np.nan), "shift": np.full((n, f), np.nan),
-           "seasonal": np.full((n, f), np.nan), "score": np.full(n, np.nan),
+           "seasonal": np.full((n, f), np.nan), "adaptive": np.full((n, f), np.nan),
+           "score": np.full(n, np.nan),
            "expected": np.full((n, f), np.nan), "x": np.full((n, f), np.nan)}
     for i in range(n):
         ts = float(stamps[i]) if stamps is not None else float(i)
@@ -86,6 +94,8 @@ def run_detector(bundle: Bundle, model: StatefulModel, recording: Recording,
             out["shift"][i] = outcome.shift
         if outcome.seasonal is not None:
             out["seasonal"][i] = outcome.seasonal
+        if outcome.adaptive is not None:
+            out["adaptive"][i] = outcome.adaptive
     return {k: v[start:] for k, v in out.items()}
 
 
@@ -190,8 +200,12 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
         profile_alpha=config.seasonal.profile_alpha, track_below=config.seasonal.track_below,
         scale=[1.0] * n, autocorrelation=round(season.autocorrelation, 4),
         timezone=config.seasonal.timezone)
+    adaptive = AdaptiveScoring(order=config.adaptive.order, forgetting=config.adaptive.forgetting,
+                               alpha=config.adaptive.alpha,
+                               scale=[1.0] * n) if config.adaptive.enabled else None
     probe = Scoring(error_scale=[1.0] * n, smoothing=Smoothing(alpha=config.smoothing_alpha),
-                    level=level, seasonal=seasonal, top_features=config.top_features,
+                    level=level, seasonal=seasonal, adaptive=adaptive,
+                    top_features=config.top_features,
                     threshold=Threshold(enter=_NEVER, exit=_NEVER, method="probe"))
     whole = [run_detector(_with_scoring(bundle, probe), model, rec, settings, 0)
              for rec in recordings]
@@ -210,8 +224,12 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
             np.concatenate([r["seasonal"] for r in whole]),
             f"no reading came a period ({season.period_s:g} s) after the first reading of "
             "its slot; use files that span two periods")})
+    adaptive_runs = [r["adaptive"] for r in whole]  # unit scale: the smoothed errors
+    if adaptive is not None:
+        adaptive = adaptive.model_copy(update={"scale": _rms(np.concatenate(
+            [r["adaptive"] for r in runs]))})
     scaled = probe.model_copy(update={"error_scale": error_scale, "level": level,
-                                      "seasonal": seasonal})
+                                      "seasonal": seasonal, "adaptive": None})
     whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
              for rec in recordings]
     scores = _validation_scores(whole, starts)
@@ -231,6 +249,13 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
     runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
     if config.threshold.relative is not None:
         threshold = with_relative(threshold, config.threshold.relative)
+    if adaptive is not None:
+        scaled = scaled.model_copy(update={"adaptive": adaptive})
+        if config.threshold.tail_quantile is not None:
+            in_scale = [{"adaptive": rows / np.asarray(adaptive.scale)} for rows in adaptive_runs]
+            scaled, widened, _ = widen_to_tails(scaled, in_scale, threshold.enter,
+                                                config.threshold, parts=("adaptive",))
+            threshold.details.setdefault("widened", {}).update(widened)
     traces = [Trace(rec.path, rec.values[start:], r["expected"], r["score"])
               for rec, start, r in zip(recordings, starts, runs)]
     return Calibration(scaled.model_copy(update={"threshold": threshold}), scores, traces)
@@ -242,13 +267,15 @@ def _validation_scores(whole: Sequence[dict[str, np.ndarray]], starts: Sequence[
     return scores[~np.isnan(scores)]
 
 
-ONLINE_PARTS = {"level": "shift", "seasonal": "seasonal"}  # Scoring field -> run_detector key
+ONLINE_PARTS = {"level": "shift", "seasonal": "seasonal",  # Scoring field -> run_detector key
+                "adaptive": "adaptive"}
 
 
 def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], enter: float,
-                   config: ThresholdConfig, confidence: Mapping[str, float] | None = None
+                   config: ThresholdConfig, confidence: Mapping[str, float] | None = None,
+                   parts: Sequence[str] = ("level", "seasonal")
                    ) -> tuple[Scoring, dict[str, float], dict[str, float]]:
-    """Widen the level and seasonal scales so that each part's own normal tail (its
+    """Widen the scales of ``parts`` (level and seasonal) so that each part's own normal tail (its
     ``tail_quantile`` over every scored reading of the recordings, times ``tail_margin``) is
     no higher than ``enter``; returns the new scoring, each part's factor (1: unchanged) and,
     for the parts named in ``confidence``, the independent looks their tail was seen in.
@@ -291,8 +318,8 @@ def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], ent
     update: dict[str, Any] = {}
     factors: dict[str, float] = {}
     seen: dict[str, float] = {}
-    for name, key in ONLINE_PARTS.items():
-        part = getattr(scoring, name)
+    for name in parts:
+        key, part = ONLINE_PARTS[name], getattr(scoring, name)
         if part is None:
             continue
         rows = _scored(np.concatenate([r[key] for r in whole]))
@@ -326,6 +353,10 @@ def calibrate_split(draft: Bundle, model: StatefulModel, split: Split, config: S
     if scoring.seasonal is not None:
         log(f"      {seasonal_note(scoring, None)}, scale "
             f"{np.round(scoring.seasonal.scale, 4).tolist()}")
+    if scoring.adaptive is not None:
+        log(f"      {adaptive_note(scoring)}, scale "
+            f"{np.round(scoring.adaptive.scale, 4).tolist()} (fitted to enter "
+            f"{scoring.threshold.enter:.3f})")
     log(f"      error scale {np.round(scoring.error_scale, 4).tolist()}; threshold "
         f"({scoring.threshold.method}) enter {scoring.threshold.enter:.3f}, exit "
         f"{scoring.threshold.exit:.3f}; {cal.scores.size} normal scores, max "

@@ -116,11 +116,12 @@ class ThresholdConfig(Section):
     z_step: float = Field(0.5, gt=0)
     exit_ratio: float = Field(0.75, gt=0, le=1, description="exit threshold = enter * this.")
     tail_quantile: float | None = Field(None, gt=0.5, le=1, description=(
-        "Level and seasonal parts: widen a part's scale until this quantile of its values "
-        "over every scored training reading, times tail_margin, is no higher than the enter "
-        "threshold. These parts do not depend on the network, so training readings are fair "
-        "evidence, and a slow part needs more readings than a validation part to show its "
-        "spread. null: off."))
+        "Level, seasonal and adaptive parts: widen a part's scale until this quantile of its "
+        "values over every scored training reading, times tail_margin, is no higher than the "
+        "enter threshold (for the adaptive part, the final one, with relative's margin). "
+        "These parts do not depend on the network, so training readings are fair evidence, "
+        "and a slow part needs more readings than a validation part to show its spread. "
+        "null: off."))
     tail_margin: float = Field(1.2, ge=1.0, description="Multiplier on tail_quantile's value.")
     relative: RelativeConfig | None = Field(None, description=(
         "Also alert when a stream's recent scores stand far above its own score history, "
@@ -191,12 +192,30 @@ class SeasonalConfig(Section):
         "histories show it only a few times. null: the tail as measured."))
 
 
+class AdaptiveConfig(Section):
+    """The adaptive part of the score: a small per-stream forecaster that keeps learning on
+    the device (edge_agent.adaptive), for streams that change after the training readings."""
+
+    enabled: bool = Field(False, description=(
+        "Score each reading also against a per-stream, per-feature AR forecast refitted after "
+        "every reading (recursive least squares with forgetting)."))
+    order: int = Field(4, ge=1, le=32, description=(
+        "Past readings each forecast uses (cost per reading and feature grows with its "
+        "square)."))
+    forgetting: float = Field(0.98, gt=0.5, le=1, description=(
+        "Weight of the past per reading in the fit (0.98: about the last 50 readings count); "
+        "1: never forget."))
+    alpha: float = Field(0.1, gt=0, le=1, description=(
+        "EWMA weight of the absolute forecast error."))
+
+
 class ScoringConfig(Section):
     """Scoring parameters calibrated into the bundle."""
 
     smoothing_alpha: float = Field(0.1, gt=0, le=1, description="EWMA weight of the score.")
     level: LevelConfig = Field(default_factory=LevelConfig)
     seasonal: SeasonalConfig = Field(default_factory=SeasonalConfig)
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
     top_features: int = Field(3, ge=1)
     warmup_readings: int = Field(20, ge=0, description=(

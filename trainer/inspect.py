@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.bundle import Bundle, ModelFile, RelativeThreshold, load_bundle
-from edge_agent.detector import seasonal_note
+from edge_agent.detector import parts_note
 from edge_agent.model import StatefulModel, load_runtime
 
 
@@ -82,7 +82,7 @@ def summary(bundle: Bundle) -> str:
     if scoring.level and scoring.level.rebase_after:
         rescale = ", its scale widened to a noisier new level" if scoring.level.noise else ""
         level += f" (rebased after {scoring.level.rebase_after} readings away{rescale})"
-    seasonal = "; " + seasonal_note(scoring, None)
+    seasonal = "; " + parts_note(scoring, None)
     lines += [
         f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}{seasonal}; top "
         f"{scoring.top_features} features reported",

@@ -1,0 +1,103 @@
+"""What the parts of the score cost per reading: the adaptive forecaster against the rest.
+
+The adaptive part (``scoring.adaptive``) refits a small forecaster per stream and feature
+after every reading, in plain Python (the same bits on a Pi as on the workstation). This
+times one reading through the agent's whole decision path, ``Detector.process`` (normalise,
+score, decide, step the int8 LSTM), for the demo bundle as shipped and with the adaptive part
+of a few orders, plus ``Scorer.adaptive_shift`` alone, on one simulated joint past its
+baseline and warm-up. Median and p90 of single calls in alternating blocks (as
+``bench/model_step.py`` times the model), so load from other processes hits every column
+alike. It asserts nothing; docs/detection-quality.md quotes its table.
+
+    python bench/scoring_parts.py [--bundle edge_agent/demo_bundle] [--orders 2,4,8] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from edge_agent.bundle import AdaptiveScoring, Bundle, load_bundle  # noqa: E402
+from edge_agent.detector import Detector, DetectorSettings  # noqa: E402
+from edge_agent.model import StatefulModel  # noqa: E402
+from edge_agent.scoring import ScoreState  # noqa: E402
+from edge_agent.simulator import simulate  # noqa: E402
+
+from model_step import table, time_calls  # noqa: E402  (bench/ is the script's folder)
+
+DEMO_BUNDLE = ROOT / "edge_agent" / "demo_bundle"
+
+
+def with_adaptive(bundle: Bundle, order: int) -> Bundle:
+    """``bundle`` with an adaptive part of ``order`` (forgetting 0.98, as configs/nab.yaml)."""
+    n = len(bundle.manifest.features)
+    scoring = bundle.manifest.scoring.model_copy(update={"adaptive": AdaptiveScoring(
+        order=order, forgetting=0.98, alpha=0.1, scale=[1.0] * n)})
+    return Bundle(path=bundle.path, manifest=bundle.manifest.model_copy(
+        update={"scoring": scoring}))
+
+
+def process_call(bundle: Bundle, rows: list[list[float]], stamps: list[float], warm: int
+                 ) -> Callable[[int], Any]:
+    """One reading per call through a detector whose stream has read ``warm`` readings."""
+    detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model),
+                        DetectorSettings())
+    stream = detector.new_stream("s")
+    for i in range(warm):
+        detector.process(stream, rows[i], stamps[i])
+    process = detector.process
+    return lambda i: process(stream, rows[warm + i], stamps[warm + i])
+
+
+def adaptive_call(bundle: Bundle, rows: list[list[float]]) -> Callable[[int], Any]:
+    detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model))
+    state, shift = ScoreState(), detector.scorer.adaptive_shift
+    for row in rows[:100]:
+        shift(state, row)
+    return lambda i: shift(state, rows[100 + i])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", type=Path, default=DEMO_BUNDLE, help="default: the demo bundle")
+    p.add_argument("--orders", default="2,4,8", help="adaptive orders (default 2,4,8)")
+    p.add_argument("--reps", type=int, default=20000, help="timed readings per column")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = p.parse_args(argv)
+    bundle = load_bundle(args.bundle)
+    orders = [int(v) for v in args.orders.split(",") if v.strip()]
+    warm = bundle.manifest.normalisation.baseline_readings + 200
+    sim = simulate(warm + args.reps + 1000, seed=11)
+    rows = sim.values.tolist()
+    stamps = (sim.t + 1.7e9).tolist()
+    calls = {"as shipped": process_call(bundle, rows, stamps, warm)}
+    for order in orders:
+        calls[f"adaptive AR({order})"] = process_call(with_adaptive(bundle, order), rows,
+                                                      stamps, warm)
+    for order in orders:
+        calls[f"AR({order}) alone"] = adaptive_call(with_adaptive(bundle, order), rows)
+    timed = time_calls(calls, args.reps, warmup=500)
+    n = len(bundle.manifest.features)
+    base = timed["as shipped"].median
+    lines = [["", "µs per reading, median / p90", "over as shipped (median)"]]
+    for name, timing in timed.items():
+        extra = "" if name == "as shipped" or "alone" in name else f"+{timing.median - base:.1f}"
+        label = (f"`Detector.process`, {name}" if "alone" not in name
+                 else f"`Scorer.adaptive_shift`, {name}")
+        lines.append([label, timing.cell(), extra])
+    print(f"bundle {bundle.manifest.name!r}, {n} features, LSTM "
+          f"{bundle.manifest.architecture.layers}; {platform.machine()}, Python "
+          f"{platform.python_version()}; {args.reps:,} single readings per row\n")
+    print(table(lines, markdown=args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
