@@ -11,7 +11,7 @@ Subcommands::
     pi_parity.py run --csv IN.csv --out OUT.json [--bundle DIR]  # on each machine
     pi_parity.py compare NATIVE.json EMULATED.json [--strict] [--summary S.json]
 
-What a record holds (``format`` = ``edge-anomaly-pi-parity/1``):
+What a record holds (``format`` = ``edge-anomaly-pi-parity/2``):
 
 * ``outputs``: the int8 model's raw outputs (``StatefulModel.run`` on the normalised
   inputs), one list per reading of float32 bit patterns as 8 hex digits;
@@ -21,6 +21,10 @@ What a record holds (``format`` = ``edge-anomaly-pi-parity/1``):
   values in raw units and its smoothed score (float64 bits, or null while warming up), and its
   status;
 * ``alerts``: every alert event with its type, id, reading index, time and score;
+* ``learning``: ``detector`` and ``alerts`` again for the same bundle with every part that
+  learns per stream switched on (:mod:`edge_agent.learning`), each reading's level, seasonal
+  and adaptive parts per feature too, and each alert's bases; compared bit for bit, scores
+  included (these parts are plain float arithmetic);
 * ``digest``: sha256 over everything above, so two records agree bit for bit exactly when
   their digests are equal;
 * ``latency_us`` and ``host``: informational (never compared).
@@ -43,10 +47,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-FORMAT = "edge-anomaly-pi-parity/1"
+FORMAT = "edge-anomaly-pi-parity/2"
 ROOT = Path(__file__).resolve().parent.parent
 #: Keys of a record that must be identical on every machine (``digest`` covers them).
-COMPARED = ("input", "bundle", "outputs", "forecasts", "detector", "alerts")
+COMPARED = ("input", "bundle", "outputs", "forecasts", "detector", "alerts", "learning")
 #: The default recording: 360 s at 10 Hz of one simulated joint with three faults.
 DEFAULT_READINGS = 3600
 DEFAULT_SEED = 5
@@ -137,6 +141,39 @@ def _runtime_info(runtime: Any) -> dict[str, str]:
     return {"name": runtime.name, "version": runtime.version}
 
 
+def _detector_pass(detector: Any, values: np.ndarray, stamps: np.ndarray, parts: bool = False
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    """Every reading through one stream of ``detector``: per reading its status, smoothed
+    score, expected values and next forecast (with ``parts``, also the level, seasonal and
+    adaptive parts per feature), every alert event, and the time each reading took."""
+    stream = detector.new_stream("pi-parity")
+    rows: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
+    process_ns: list[int] = []
+    hexes = lambda v: None if v is None else f64_hexes(v)  # noqa: E731
+    for i in range(len(values)):
+        t0 = time.perf_counter_ns()
+        outcome = detector.process(stream, values[i], float(stamps[i]))
+        process_ns.append(time.perf_counter_ns() - t0)
+        row = {"status": outcome.status,
+               "score": None if outcome.score is None else f64_hex(outcome.score),
+               "expected": hexes(outcome.expected), "next": hexes(stream.prediction)}
+        if parts:
+            row.update(level=hexes(outcome.shift), seasonal=hexes(outcome.seasonal),
+                       adaptive=hexes(outcome.adaptive))
+        rows.append(row)
+        for alert in outcome.alerts:
+            alerts.append({
+                "type": alert.type, "alert_id": alert.alert_id, "index": i,
+                "at": f64_hex(alert.at), "score": f64_hex(alert.score),
+                "score_value": alert.score, "peak_score": f64_hex(alert.peak_score),
+                "readings": alert.readings,
+                "top_features": [c.feature for c in alert.top_features],
+                **({"basis": [c.basis for c in alert.top_features]} if parts else {}),
+            })
+    return rows, alerts, process_ns
+
+
 def run(csv_path: Path, bundle_path: Path | None = None, runtime_pref: str | None = None
         ) -> dict[str, Any]:
     """Process the recording with the agent's API and return the parity record."""
@@ -166,31 +203,15 @@ def run(csv_path: Path, bundle_path: Path | None = None, runtime_pref: str | Non
     forecasts = outputs + xs if manifest.architecture.output == "change" else outputs
 
     # 2. The detector's whole decision path over the same readings.
-    detector = Detector(bundle, model, DetectorSettings())
-    stream = detector.new_stream("pi-parity")
-    det_rows: list[dict[str, Any]] = []
-    alerts: list[dict[str, Any]] = []
-    process_ns: list[int] = []
-    for i in range(len(values)):
-        t0 = time.perf_counter_ns()
-        outcome = detector.process(stream, values[i], float(stamps[i]))
-        process_ns.append(time.perf_counter_ns() - t0)
-        prediction = stream.prediction
-        det_rows.append({
-            "status": outcome.status,
-            "score": None if outcome.score is None else f64_hex(outcome.score),
-            "expected": (None if outcome.expected is None
-                         else [f64_hex(v) for v in outcome.expected]),
-            "next": None if prediction is None else f64_hexes(prediction),
-        })
-        for alert in outcome.alerts:
-            alerts.append({
-                "type": alert.type, "alert_id": alert.alert_id, "index": i,
-                "at": f64_hex(alert.at), "score": f64_hex(alert.score),
-                "score_value": alert.score, "peak_score": f64_hex(alert.peak_score),
-                "readings": alert.readings,
-                "top_features": [c.feature for c in alert.top_features],
-            })
+    det_rows, alerts, process_ns = _detector_pass(Detector(bundle, model, DetectorSettings()),
+                                                  values, stamps)
+    # 2b. The same with every part that learns per stream (level rebase, seasonal profile,
+    #     adaptive forecaster, score history): plain float arithmetic, the same bits too.
+    from edge_agent.learning import with_learning_parts
+
+    learning_rows, learning_alerts, _ = _detector_pass(
+        Detector(with_learning_parts(bundle), model, DetectorSettings()), values, stamps,
+        parts=True)
 
     # 3. Latency of one model step alone (information only; emulation is much slower).
     step_ns: list[int] = []
@@ -218,6 +239,7 @@ def run(csv_path: Path, bundle_path: Path | None = None, runtime_pref: str | Non
         "forecasts": [f64_hexes(row) for row in forecasts],
         "detector": det_rows,
         "alerts": alerts,
+        "learning": {"detector": learning_rows, "alerts": learning_alerts},
         "latency_us": {"model_step": _percentiles(step_ns),
                        "detector_process": _percentiles(process_ns)},
     }
@@ -270,9 +292,10 @@ def compare(native: dict[str, Any], emulated: dict[str, Any], *, strict: bool = 
 
     ``ok`` (the verdict) needs bit-identical int8 forecasts, detector forecasts, expected
     values and statuses, and identical alert decisions (type, id, reading, time, length,
-    top features). Scores are float64 arithmetic on top of identical forecasts; where the
-    platform's BLAS rounds a dot product differently they may differ in the last bits: that
-    passes within ``score_tolerance_ulp`` unless ``strict``, and is always reported.
+    top features), and a bit-identical ``learning`` pass. Scores are float64 arithmetic on
+    top of identical forecasts; where the platform's BLAS rounds a dot product differently
+    they may differ in the last bits: that passes within ``score_tolerance_ulp`` unless
+    ``strict``, and is always reported (the learning pass is compared whole, scores too).
     """
     for name, rec in (("native", native), ("emulated", emulated)):
         if rec.get("format") != FORMAT:
@@ -293,6 +316,9 @@ def compare(native: dict[str, Any], emulated: dict[str, Any], *, strict: bool = 
     decisions_matched = sum(1 for x, y in zip(alerts_a, alerts_b) if _decision(x) == _decision(y))
     alerts_identical = sum(1 for x, y in zip(alerts_a, alerts_b) if x == y)
     digests_valid = digest(native) == native["digest"] and digest(emulated) == emulated["digest"]
+    la, lb = native["learning"]["detector"], emulated["learning"]["detector"]
+    learning_diff = sum(1 for x, y in zip(la, lb) if x != y) + abs(len(la) - len(lb))
+    learning_alerts = native["learning"]["alerts"] == emulated["learning"]["alerts"]
     summary: dict[str, Any] = {
         "ok": False,
         "bit_identical": False,
@@ -317,6 +343,9 @@ def compare(native: dict[str, Any], emulated: dict[str, Any], *, strict: bool = 
         "alert_decisions_matched": decisions_matched,
         "alerts_bit_identical": alerts_identical,
         "alert_types": [a["type"] for a in alerts_a],
+        "learning_identical": learning_diff == 0 and learning_alerts,
+        "learning_rows_differing": learning_diff,
+        "learning_alerts": len(native["learning"]["alerts"]),
         "self_checks": bool(native["self_check"]["detector_next_equals_model_run"]
                             and emulated["self_check"]["detector_next_equals_model_run"]),
         "digests_valid": digests_valid,
@@ -329,7 +358,7 @@ def compare(native: dict[str, Any], emulated: dict[str, Any], *, strict: bool = 
     decisions_ok = decisions_matched == len(alerts_a) == len(alerts_b)
     core_ok = bool(summary["same_input"] and summary["same_bundle"] and fc_diff == 0
                    and det_diff == 0 and decisions_ok and summary["self_checks"]
-                   and digests_valid)
+                   and digests_valid and summary["learning_identical"])
     summary["bit_identical"] = bool(core_ok and summary["scores_identical"]
                                     and alerts_identical == len(alerts_a)
                                     and native["digest"] == emulated["digest"])
@@ -376,6 +405,9 @@ def format_summary(s: dict[str, Any]) -> str:
                           f"{yes(s['forecasts_identical'])}, detector forecasts/expected "
                           f"{yes(s['detector_identical'])}, {scores}; same input "
                           f"{yes(s['same_input'])}"),
+        ("learning parts", f"{yes(s['learning_identical'])}: level, seasonal and adaptive "
+                           f"parts, scores and {s['learning_alerts']} alert events "
+                           f"({s['learning_rows_differing']} readings differ)"),
         ("readings", str(s["readings"])),
         ("max |difference|", f"forecast {s['forecast_max_abs_diff']:g}, "
                              f"expected {s['expected_max_abs_diff']:g}, "

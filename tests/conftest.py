@@ -38,27 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def with_optional_parts(bundle: "Bundle") -> "Bundle":
-    """The demo bundle with a level rebase (that widens the scale of a noisier new level), a
-    seasonal part of a 10 s period in 100 slots (simulated readings come every 0.1 s, not
-    exactly on the slot edges: the readings after the baseline fill some slots, twice over,
-    and leave others unseen), an adaptive part (its scale four times its normal size on the
-    simulated joints, so it counts without drowning the others) and a relative threshold (a
-    score history in every stream)."""
-    from edge_agent.bundle import AdaptiveScoring, RelativeThreshold, SeasonalScoring
+    """The demo bundle with every part that learns on the device (see
+    :func:`edge_agent.learning.with_learning_parts`)."""
+    from edge_agent.learning import with_learning_parts
 
-    n = len(bundle.manifest.features)
-    season = SeasonalScoring(period_s=10.0, slots=100, alpha=0.1, profile_alpha=0.3,
-                             track_below=4.0, scale=[0.5] * n)
-    level = bundle.manifest.scoring.level
-    assert level is not None
-    scoring = bundle.manifest.scoring.model_copy(update={
-        "seasonal": season,
-        "adaptive": AdaptiveScoring(order=4, forgetting=0.98, alpha=0.1, scale=[0.25] * n),
-        "level": level.model_copy(update={"rebase_after": 50, "noise": [0.05] * n}),
-        "threshold": bundle.manifest.scoring.threshold.model_copy(update={
-            "relative": RelativeThreshold(window=5, z=2.5, min_history=50)})})
-    return type(bundle)(path=bundle.path,
-                        manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
+    return with_learning_parts(bundle)
 
 
 @pytest.fixture(scope="session")

@@ -84,6 +84,14 @@ def test_record_format(records: tuple[dict, dict], recording: Path) -> None:
     for alert in rec["alerts"]:
         assert alert["type"] in {"start", "update", "end"} and alert["alert_id"]
         assert pp.hex_f64(alert["score"]) == alert["score_value"]
+    learning = rec["learning"]  # every part that learns per stream, each of them scored
+    assert len(learning["detector"]) == READINGS
+    for part in ("level", "seasonal", "adaptive"):
+        rows = [row[part] for row in learning["detector"] if row[part] is not None]
+        assert rows and all(len(r) == n_features and all(hex16.match(h) for h in r)
+                            for r in rows), part
+    assert learning["alerts"] and all(len(a["basis"]) == len(a["top_features"])
+                                      for a in learning["alerts"])
     assert rec["digest"] == pp.digest(rec)
     for kind in ("model_step", "detector_process"):
         assert rec["latency_us"][kind]["n"] > 0 and rec["latency_us"][kind]["median"] > 0
@@ -119,6 +127,14 @@ def test_compare_catches_one_flipped_bit(records: tuple[dict, dict]) -> None:
     moved["digest"] = pp.digest(moved)
     summary = pp.compare(native, moved)
     assert not summary["ok"] and summary["alert_decisions_matched"] < len(native["alerts"])
+
+    adaptive = copy.deepcopy(native)  # one bit of one adaptive part of the learning pass
+    row = next(r for r in adaptive["learning"]["detector"][600:] if r["adaptive"] is not None)
+    row["adaptive"][0] = f"{int(row['adaptive'][0], 16) ^ 1:016x}"
+    adaptive["digest"] = pp.digest(adaptive)
+    summary = pp.compare(native, adaptive)
+    assert not summary["ok"] and summary["learning_rows_differing"] == 1
+    assert "learning parts    NO" in pp.format_summary(summary)
 
     stale = copy.deepcopy(native)
     stale["detector"][500]["status"] = "anomalous"  # edited without updating the digest
