@@ -94,7 +94,7 @@ class Outcome(NamedTuple):
     scale: Scale | None = None
     seasonal: Vector | None = None
     normalised: Vector | None = None  # the reading as the model and the scorer saw it
-    adaptive: Vector | None = None
+    adaptive: Vector | None = None  # the adaptive part per feature (None: none yet)
 
     @property
     def expected(self) -> np.ndarray | None:
