@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import jsonschema
+import pytest
 import numpy as np
 
 from edge_agent.adaptive import INITIAL_INVERSE, MAX_TRACE, AdaptiveState, learn
@@ -156,3 +157,18 @@ def test_calibration_fits_the_adaptive_part_to_the_final_threshold_and_leaves_it
     assert "adaptive AR(4) forecaster, forgetting 0.98" in summary(
         Bundle(path=BUNDLE.path,
                manifest=BUNDLE.manifest.model_copy(update={"scoring": on})))
+
+
+def test_a_bad_adaptive_setting_stops_the_trainer_with_its_key_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer.__main__ import main
+
+    config = tmp_path / "trainer.yaml"
+    config.write_text("scoring:\n  adaptive:\n    enabled: true\n    forgeting: 0.9\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert f"{config}: scoring.adaptive.forgeting: unknown key" in \
+        capsys.readouterr().err
+    config.write_text("scoring:\n  adaptive:\n    order: 0\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert f"{config}: scoring.adaptive.order: Input should be greater than or equal to 1" in \
+        capsys.readouterr().err
