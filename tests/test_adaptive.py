@@ -129,11 +129,15 @@ def test_calibration_fits_the_adaptive_part_to_the_final_threshold_and_leaves_it
     threshold = ThresholdConfig(tail_quantile=0.99, tail_margin=1.2,
                                 relative=RelativeConfig(absolute_margin=2.0))
 
-    def scoring(adaptive: bool):  # type: ignore[no-untyped-def]
+    def calibrated(adaptive: bool):  # type: ignore[no-untyped-def]
         config = ScoringConfig(threshold=threshold, adaptive=AdaptiveConfig(enabled=adaptive))
-        return calibrate(BUNDLE, MODEL, [rec], [VALIDATION], config).scoring
+        return calibrate(BUNDLE, MODEL, [rec], [VALIDATION], config)
 
-    off, on = scoring(False), scoring(True)
+    cal_off, cal_on = calibrated(False), calibrated(True)
+    off, on = cal_off.scoring, cal_on.scoring
+    # The scores reported (report.png, the log) are the device's: the part in the max.
+    assert cal_on.scores.shape == cal_off.scores.shape
+    assert np.all(cal_on.scores >= cal_off.scores) and np.any(cal_on.scores > cal_off.scores)
     assert off.adaptive is None and on.adaptive is not None
     assert (on.threshold.enter, on.threshold.exit) == (off.threshold.enter, off.threshold.exit)
     assert on.error_scale == off.error_scale and on.level == off.level

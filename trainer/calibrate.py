@@ -25,7 +25,7 @@ only the readings of its validation part are collected.
    smoothed error over the validation parts, widened like the others to its tail over the
    whole recordings. It plays no part in choosing the threshold, so turning it on adds
    alerts where the stream's own forecaster is surprised and leaves what the other parts
-   alert on unchanged.
+   alert on unchanged. The scores returned (for the report) include it.
 """
 
 from __future__ import annotations
@@ -246,7 +246,6 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
             whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
                      for rec in recordings]
             scores = _validation_scores(whole, starts)
-    runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
     if config.threshold.relative is not None:
         threshold = with_relative(threshold, config.threshold.relative)
     if adaptive is not None:
@@ -256,6 +255,11 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
             scaled, widened, _ = widen_to_tails(scaled, in_scale, threshold.enter,
                                                 config.threshold, parts=("adaptive",))
             threshold.details.setdefault("widened", {}).update(widened)
+        # The report and the log show the score as the device computes it, this part too.
+        whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
+                 for rec in recordings]
+        scores = _validation_scores(whole, starts)
+    runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
     traces = [Trace(rec.path, rec.values[start:], r["expected"], r["score"])
               for rec, start, r in zip(recordings, starts, runs)]
     return Calibration(scaled.model_copy(update={"threshold": threshold}), scores, traces)
