@@ -7,7 +7,10 @@ score, decide, step the int8 LSTM), for the demo bundle as shipped and with the 
 of a few orders, plus ``Scorer.adaptive_shift`` alone, on one simulated joint past its
 baseline and warm-up. Median and p90 of single calls in alternating blocks (as
 ``bench/model_step.py`` times the model), so load from other processes hits every column
-alike. It asserts nothing; docs/detection-quality.md quotes its table.
+alike. Also the Python heap each stream holds (tracemalloc over 200 streams of 400 readings):
+the forecaster keeps its weights and matrices as lists of floats, fast to update and about
+1.6 KiB per feature at order 4. It asserts nothing; docs/detection-quality.md quotes its
+table.
 
     python bench/scoring_parts.py [--bundle edge_agent/demo_bundle] [--orders 2,4,8] [--markdown]
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -56,6 +60,22 @@ def process_call(bundle: Bundle, rows: list[list[float]], stamps: list[float], w
     return lambda i: process(stream, rows[warm + i], stamps[warm + i])
 
 
+def heap_per_stream(bundle: Bundle, rows: list[list[float]], stamps: list[float],
+                    streams: int = 200, readings: int = 400) -> float:
+    """Bytes of Python heap one stream holds after ``readings`` readings."""
+    detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model),
+                        DetectorSettings())
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    held = [detector.new_stream(f"s{i}") for i in range(streams)]
+    for state in held:
+        for row, ts in zip(rows[:readings], stamps[:readings]):
+            detector.process(state, row, ts)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (after - before) / streams
+
+
 def adaptive_call(bundle: Bundle, rows: list[list[float]]) -> Callable[[int], Any]:
     detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model))
     state, shift = ScoreState(), detector.scorer.adaptive_shift
@@ -78,20 +98,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = sim.values.tolist()
     stamps = (sim.t + 1.7e9).tolist()
     calls = {"as shipped": process_call(bundle, rows, stamps, warm)}
+    heaps = {"as shipped": heap_per_stream(bundle, rows, stamps)}
     for order in orders:
-        calls[f"adaptive AR({order})"] = process_call(with_adaptive(bundle, order), rows,
-                                                      stamps, warm)
+        name = f"adaptive AR({order})"
+        calls[name] = process_call(with_adaptive(bundle, order), rows, stamps, warm)
+        heaps[name] = heap_per_stream(with_adaptive(bundle, order), rows, stamps)
     for order in orders:
         calls[f"AR({order}) alone"] = adaptive_call(with_adaptive(bundle, order), rows)
     timed = time_calls(calls, args.reps, warmup=500)
     n = len(bundle.manifest.features)
     base = timed["as shipped"].median
-    lines = [["", "µs per reading, median / p90", "over as shipped (median)"]]
+    lines = [["", "µs per reading, median / p90", "over as shipped (median)",
+              "heap per stream (KiB)"]]
     for name, timing in timed.items():
         extra = "" if name == "as shipped" or "alone" in name else f"+{timing.median - base:.1f}"
         label = (f"`Detector.process`, {name}" if "alone" not in name
                  else f"`Scorer.adaptive_shift`, {name}")
-        lines.append([label, timing.cell(), extra])
+        heap = f"{heaps[name] / 1024:.1f}" if name in heaps else ""
+        lines.append([label, timing.cell(), extra, heap])
     print(f"bundle {bundle.manifest.name!r}, {n} features, LSTM "
           f"{bundle.manifest.architecture.layers}; {platform.machine()}, Python "
           f"{platform.python_version()}; {args.reps:,} single readings per row\n")
