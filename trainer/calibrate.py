@@ -279,9 +279,10 @@ def widen_to_tails(scoring: Scoring, whole: Sequence[dict[str, np.ndarray]], ent
                    config: ThresholdConfig, confidence: Mapping[str, float] | None = None,
                    parts: Sequence[str] = ("level", "seasonal")
                    ) -> tuple[Scoring, dict[str, float], dict[str, float]]:
-    """Widen the scales of ``parts`` (level and seasonal) so that each part's own normal tail (its
-    ``tail_quantile`` over every scored reading of the recordings, times ``tail_margin``) is
-    no higher than ``enter``; returns the new scoring, each part's factor (1: unchanged) and,
+    """Widen the scales of ``parts`` (by default level and seasonal; the adaptive part is
+    widened later, on its own) so that each part's own normal tail (its ``tail_quantile``
+    over every scored reading of the recordings, times ``tail_margin``) is no higher than
+    ``enter``; returns the new scoring, each part's factor (1: unchanged) and,
     for the parts named in ``confidence``, the independent looks their tail was seen in.
 
     The combined threshold comes from the validation parts, which are often too short for
