@@ -93,6 +93,13 @@ def test_evaluate_command_reports_metrics_delays_and_plots(
     t = summary["totals"]["int8"]
     assert t["fp_rows_false_episodes"] + t["fp_rows_lead"] + t["fp_rows_tail"] == totals["fp"]
     assert t["fp_rows_tail"] > 0  # the level part remembers a fault for a while
+    # Each episode names the part of the score that started it; the totals count them.
+    parts = {"forecast", "baseline", "season", "adaptive"}
+    started = [e["started_by"] for f in files.values() for e in f["int8"]["episodes"]]
+    assert started and set(started) <= parts
+    assert t["episodes_by_part"] == {p: started.count(p) for p in set(started)}
+    assert sum(t["episodes_by_part"].values()) == t["episodes"]
+    assert "Episodes by the part of the score that started them (int8): " in md
 
 
 def test_rows_before_scored_from_are_streamed_but_not_scored(labelled_dir: Path) -> None:
@@ -120,6 +127,7 @@ def test_episodes_and_nab_detections_come_from_the_alert_events() -> None:
     eps = episodes(trace, 16)
     assert [(e.start_row, e.end_row, e.closed, e.updates) for e in eps] == [
         (3, 8, True, 1), (12, 16, False, 1)]
+    assert [e.started_by for e in eps] == [None, None]  # no contributions in these alerts
     from trainer.evaluate import FileResult, LabelledStream
 
     stream = LabelledStream("s", "s.csv", ["v"], np.zeros((16, 1)), np.arange(16.0), None)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -174,6 +175,13 @@ class Episode:
     closed: bool
     updates: int
     peak: float
+    started_by: str | None = None  # the part behind its start: the top feature's basis
+
+
+def started_by(alert: Alert) -> str | None:
+    """Which part of the score raised an alert: the basis of its top feature (``forecast``,
+    ``baseline``, ``season`` or ``adaptive``; ``None`` without contributions)."""
+    return alert.top_features[0].basis if alert.top_features else None
 
 
 def episodes(trace: Trace, n_rows: int) -> list[Episode]:
@@ -181,17 +189,18 @@ def episodes(trace: Trace, n_rows: int) -> list[Episode]:
     open_: dict[str, Any] | None = None
     for row, alert in trace.events:
         if alert.type == "start":
-            open_ = {"id": alert.alert_id, "start": row, "updates": 0, "peak": alert.score}
+            open_ = {"id": alert.alert_id, "start": row, "updates": 0, "peak": alert.score,
+                     "by": started_by(alert)}
         elif open_ is not None and alert.type == "update":
             open_["updates"] += 1
             open_["peak"] = max(open_["peak"], alert.score)
         elif open_ is not None and alert.type == "end":
             found.append(Episode(open_["id"], open_["start"], row, True, open_["updates"],
-                                 max(open_["peak"], alert.peak_score)))
+                                 max(open_["peak"], alert.peak_score), open_["by"]))
             open_ = None
     if open_ is not None:
         found.append(Episode(open_["id"], open_["start"], n_rows, False, open_["updates"],
-                             open_["peak"]))
+                             open_["peak"], open_["by"]))
     return found
 
 
@@ -352,6 +361,7 @@ def _model_json(result: ModelResult, stream: LabelledStream) -> dict[str, Any]:
                    for d in result.delays],
         "episodes": [{"alert_id": e.alert_id, "start_row": e.start_row, "end_row": e.end_row,
                       "closed": e.closed, "updates": e.updates, "peak": _rnd(e.peak),
+                      "started_by": e.started_by,
                       "started_at": float(stamps[e.start_row])} for e in result.episodes],
         "false_episodes": result.false_episodes,
         "fp_rows_false_episodes": result.fp_false_episode_rows,
@@ -369,6 +379,7 @@ def summary_json(ev: Evaluation) -> dict[str, Any]:
             "score": metrics_dict(ev.pooled(kind, "score")),
             "delays": delay_summary(ev.delays(kind)),
             "episodes": sum(len(f.results[kind].episodes) for f in ev.files),
+            "episodes_by_part": episodes_by_part(ev, kind),
             "false_episodes": sum(f.results[kind].false_episodes for f in ev.files),
             "fp_rows_false_episodes": sum(f.results[kind].fp_false_episode_rows
                                           for f in ev.files),
@@ -390,6 +401,13 @@ def summary_json(ev: Evaluation) -> dict[str, Any]:
                   for f in ev.files],
         "seconds": round(ev.seconds, 2), **ev.extra,
     }
+
+
+def episodes_by_part(ev: Evaluation, kind: str) -> dict[str, int]:
+    """How many of a model's episodes each part of the score started (most first)."""
+    counts = Counter(e.started_by or "unknown" for f in ev.files
+                     for e in f.results[kind].episodes)
+    return dict(counts.most_common())
 
 
 def _pct(value: float) -> str:
@@ -427,6 +445,11 @@ def summary_markdown(ev: Evaluation, title: str = "Evaluation") -> str:
                     else "| | | | |")
             lines.append(f"| {kind} | {pred} | {p.precision:.3f} | {p.recall:.3f} | "
                          f"{p.f1:.3f} | {_pct(p.far)} | {_pct(p.mar)} | " + tail)
+    for kind in ev.models:
+        parts = episodes_by_part(ev, kind)
+        if parts:
+            lines += ["", f"Episodes by the part of the score that started them ({kind}): "
+                      + ", ".join(f"{name} {n}" for name, n in parts.items()) + "."]
     lines += ["", "## Per file (alarm = episode open)", "",
               "Delay: from the labelled segment's first row to the first alarm in it; "
               "\"open before\": an episode that started before the segment was still open.", "",
