@@ -308,7 +308,7 @@ class Manifest(Strict):
         for key, values in per_feature:
             if len(values) != n:
                 raise ValueError(f"{key} has {len(values)} values for {n} features")
-        for key, values in per_feature[1:]:
+        for key, values in per_feature[1:]:  # spreads and scales (not the mean)
             if any(not v > 0 for v in values):
                 raise ValueError(f"{key} must be positive")
         for name, spec in (("model", self.model), ("float_model", self.float_model)):
