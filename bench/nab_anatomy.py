@@ -23,6 +23,7 @@ root, after a benchmark run::
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections import Counter
 from pathlib import Path
@@ -37,8 +38,7 @@ if str(ROOT) not in sys.path:
 from edge_agent.bundle import load_bundle  # noqa: E402
 from edge_agent.detector import Detector  # noqa: E402
 from trainer import nab  # noqa: E402
-from trainer.benchmarks import (NAB_AGENT, file_stream, nab_files, run_arguments,  # noqa: E402
-                                trace_hits)
+from trainer.benchmarks import NAB_AGENT, file_stream, nab_files, trace_hits  # noqa: E402
 from trainer.evaluate import agent_settings, load_models, stream_through  # noqa: E402
 
 COLUMNS = ("files", "false alarms", "by the calibrated threshold", "by the history alone",
@@ -100,7 +100,11 @@ def table(counts: dict[str, Counter[str]], per_file: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = run_arguments(__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", required=True, type=Path, help="NAB's data/ folder (or part)")
+    p.add_argument("--labels", required=True, type=Path, help="combined_windows.json")
+    p.add_argument("--bundles", required=True, type=Path,
+                   help="the bundles folder of a `benchmark nab` run (configs/nab.yaml)")
     p.add_argument("--per-file", action="store_true", help="a row per file too")
     args = p.parse_args(argv)
     print(table(anatomy(args.data_dir, args.labels, args.bundles), args.per_file))

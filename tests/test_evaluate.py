@@ -413,6 +413,9 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, labels = write_nab(tmp_path / "nab")
     config = _tiny_yaml(tmp_path / "nab.yaml", ["value"], timestamp_column="timestamp")
+    tiny = yaml.safe_load(config.read_text())  # with the adaptive part, as configs/nab.yaml
+    tiny["scoring"]["adaptive"] = {"enabled": True}
+    config.write_text(yaml.safe_dump(tiny))
     out = tmp_path / "out"
     assert main(["benchmark", "nab", "--data-dir", str(data), "--labels", str(labels),
                  "--out", str(out), "--config", str(config), "--jobs", "1", "--json"]) == 0
@@ -436,6 +439,9 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
         bundle = load_bundle(out / "bundles" / f)
         # Each model learned from its own file's probationary rows only.
         assert bundle.manifest.training["files"][0]["rows"] == 210
+        # Trained, calibrated and run with the adaptive part (the trainer wrote it).
+        adaptive = bundle.manifest.scoring.adaptive
+        assert adaptive is not None and adaptive.order == 4 and adaptive.scale[0] > 0
         assert (out / "plots" / f"{f}.png").is_file()
     totals = result["totals"]["start"]
     for model in ("int8", "float32"):

@@ -25,7 +25,6 @@ again inside it (an alarm that was already on is no fresh detection). Scored by
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import textwrap
@@ -397,17 +396,6 @@ def _train_many(jobs_args: list[TrainJob], jobs: int) -> Iterator[str]:
     with ProcessPoolExecutor(max_workers=jobs,
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         yield from pool.map(_train_one, jobs_args)
-
-
-def run_arguments(description: str) -> argparse.ArgumentParser:
-    """A command line for a script over a ``benchmark nab`` run (the ``bench/nab_*.py``
-    scripts): ``--data-dir``, ``--labels`` and the run's ``--bundles``."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--data-dir", required=True, type=Path, help="NAB's data/ folder (or part)")
-    p.add_argument("--labels", required=True, type=Path, help="combined_windows.json")
-    p.add_argument("--bundles", required=True, type=Path,
-                   help="the bundles folder of a `benchmark nab` run (configs/nab.yaml)")
-    return p
 
 
 def detections(result: FileResult, model: str, with_updates: bool = False) -> np.ndarray:
