@@ -128,7 +128,8 @@ class RelativeThreshold(Strict):
     itself is then set ``absolute_margin`` times higher (see the trainer's
     ``threshold.relative``), for what is far beyond normal from the first reading on; with
     ``absolute_for``, only until the stream has had that many scores, after which its own
-    history alone decides. See :mod:`edge_agent.history`."""
+    history alone decides; with ``part_z``, each part of the score is also judged against
+    its own history. See :mod:`edge_agent.history`."""
 
     window: int = Field(5, ge=1, description="Readings in the recent mean.")
     z: float = Field(2.5, gt=0, description=(
@@ -146,6 +147,11 @@ class RelativeThreshold(Strict):
         "Scores of a stream after which the calibrated threshold steps aside and the "
         "history alone decides (the score becomes enter * distance / z). None: both decide "
         "for as long as the stream runs."))
+    part_z: float | None = Field(None, gt=0, description=(
+        "Each part of the score (forecast, level, season, adaptive) also keeps its own "
+        "history and lifts the score to enter * its distance / part_z: a part that moved far "
+        "for itself counts even when another, noisier part sets the score's spread. None: "
+        "the score's history alone."))
 
 
 class Threshold(Strict):

@@ -13,8 +13,8 @@ Order of work for one reading of a stream:
 4. score the reading against the forecast made one step earlier (smoothed), the stream's
    baseline (level), for a seasonal bundle its usual reading at this time of the period, and
    for an adaptive one the forecast of the stream's own learning forecaster (which then learns
-   from the reading); with a relative threshold, lift the score when it is far above the
-   stream's own history;
+   from the reading); with a relative threshold, lift the score when it (or, with
+   ``part_z``, one of its parts) is far above the stream's own history of it;
 5. decide: after warm-up, the episode state machine may emit ``start``/``update``/``end``;
 6. step the LSTM with the reading, keeping the forecast of the next one.
 """
@@ -269,7 +269,8 @@ class Detector:
         if prediction is not None:
             z = scorer.errors(x, prediction)
             raw = scorer.raw(z)
-            score = scorer.smooth(state.score, raw)
+            score = surprise = scorer.smooth(state.score, raw)
+            level = seasonal = adapted = None
             if scorer.has_level and state.anchor is not None:
                 shift = scorer.level_shift(state.score, x, state.anchor)
                 level = scorer.raw(shift)
@@ -282,11 +283,13 @@ class Detector:
                     if seasonal > score:
                         score = seasonal
             if adaptive is not None:
-                surprise = scorer.raw(adaptive[0])
-                if surprise > score:
-                    score = surprise
+                adapted = scorer.raw(adaptive[0])
+                if adapted > score:
+                    score = adapted
             if self.relative is not None:
-                score = self.relative.lift(state.history, score, self.enter)
+                score = self.relative.lift(state.history, score, self.enter,
+                                           (surprise, level, seasonal, adapted),  # PARTS
+                                           state.part_histories)
             if state.warmup_left == 0 and not learning:
                 kind = episodes.advance(state.episode, self.settings.alerts, score, ts,
                                         enter=self.enter, exit=self.exit,

@@ -16,6 +16,13 @@ Scoring stays apart from deciding: :class:`Relative` returns a distance in stand
 deviations; the detector lifts the score to ``enter * distance / z`` when that is higher, so
 the episode rules, the alert payload and its ``threshold`` keep their meaning.
 
+With ``part_z``, each part of the score (the forecast surprise, the level, seasonal and
+adaptive shifts: :data:`PARTS`) also keeps a history of its own, and lifts the score the same
+way when its recent mean stands ``part_z`` of its own standard deviations above it. The
+score is the largest of the parts, so its history mostly knows the noisiest one: on a stream
+whose forecast surprise is bursty, a level that moved far for *that part* was hidden in the
+spread of the bursts. ``part_z`` is higher than ``z`` as more histories get more chances.
+
 The calibrated threshold may also step aside once the history knows the stream
 (``absolute_for`` scores): then the score is ``enter * distance / z`` alone. On NAB most
 false alarms of bursty streams (Twitter volumes: 178 of 239) were the calibrated threshold,
@@ -36,10 +43,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from .bundle import RelativeThreshold
 
 VARIANCE_FLOOR = 1e-6  # a stream whose scores never varied: distances stay finite
+#: The score's parts, in the order the detector hands their values to :meth:`Relative.lift`.
+PARTS = ("forecast", "level", "season", "adaptive")
 
 
 @dataclass(slots=True)
@@ -88,6 +98,7 @@ class Relative:
         self.z = params.z
         self.horizon = params.horizon
         self.absolute_for = params.absolute_for
+        self.part_z = params.part_z
 
     def distance(self, history: ScoreHistory, score: float) -> float | None:
         """Take one more score; return how far the mean of the last ``window`` scores stands
@@ -103,10 +114,15 @@ class Relative:
         variance = max(history.m2 / history.count, VARIANCE_FLOOR)
         return (sum(recent) / len(recent) - history.mean) / math.sqrt(variance)
 
-    def lift(self, history: ScoreHistory, score: float, enter: float) -> float:
+    def lift(self, history: ScoreHistory, score: float, enter: float,
+             parts: Sequence[float | None] = (),
+             part_histories: Sequence[ScoreHistory] = ()) -> float:
         """The score as the decision sees it: the larger of ``score`` and ``enter`` times the
         recent distance over ``z`` (so a distance of ``z`` reaches the enter threshold); after
-        ``absolute_for`` scores, the latter alone (never below zero).
+        ``absolute_for`` scores, the latter alone (never below zero). With ``part_z``, each
+        part's value in ``parts`` (``None``: the part has no value at this reading) is also
+        taken into its own history in ``part_histories``, and its distance over ``part_z``
+        counts like the score's over ``z``.
 
         A stream whose score is always 5, over the calibrated enter threshold of 4: over it
         until the history takes over after 3 scores, then usual (0 standard deviations);
@@ -118,11 +134,37 @@ class Relative:
         ([5.0, 5.0, 5.0, 0.0, 0.0], 5)
         >>> rel.lift(h, 6.0, enter=4.0) > 4.0
         True
+
+        A score that is the max of a noisy part and a quiet one: the quiet part's step is
+        lost in the score's spread, but not in its own history:
+
+        >>> rel = Relative(RelativeThreshold(window=1, z=3.0, min_history=4, part_z=4.0))
+        >>> alone = Relative(RelativeThreshold(window=1, z=3.0, min_history=4))
+        >>> h, h_alone, own = ScoreHistory(), ScoreHistory(), part_histories()[:2]
+        >>> for noisy, quiet in [(1.0, 0.5), (1.6, 0.51), (0.8, 0.49), (1.2, 0.5), (1.7, 0.5)]:
+        ...     _ = rel.lift(h, max(noisy, quiet), 2.0, (noisy, quiet), own)
+        ...     _ = alone.lift(h_alone, max(noisy, quiet), 2.0)
+        >>> alone.lift(h_alone, 1.1, 2.0), round(rel.lift(h, 1.1, 2.0, (0.9, 1.1), own), 1)
+        (1.1, 47.4)
         """
         d = self.distance(history, score)
-        if d is None:
+        reach = None if d is None else d / self.z
+        part_z = self.part_z
+        if part_z is not None:
+            for own, value in zip(part_histories, parts):
+                if value is None:
+                    continue
+                part = self.distance(own, value)  # every part's history learns every value
+                if part is not None and (reach is None or part / part_z > reach):
+                    reach = part / part_z
+        if reach is None:
             return score
-        lifted = enter * d / self.z
+        lifted = enter * reach
         if self.absolute_for is not None and history.seen > self.absolute_for:
             return lifted if lifted > 0.0 else 0.0
         return lifted if lifted > score else score
+
+
+def part_histories() -> list[ScoreHistory]:
+    """A fresh history per part of :data:`PARTS`."""
+    return [ScoreHistory() for _ in PARTS]

@@ -2,7 +2,7 @@
 
 The demo bundle is trained for robot joints and uses only the forecast and level parts. The
 parts that keep learning per stream (a level that rebases, a seasonal profile, the adaptive
-forecaster, the relative threshold's score history) are plain float arithmetic on the
+forecaster, the relative threshold's score histories) are plain float arithmetic on the
 device; ``scripts/pi_parity.py`` runs them on x86 and arm64 to show they compute the same
 bits, and the tests run them through snapshots, reloads and the live agent. Both take them
 from here, so they exercise the same thing.
@@ -19,7 +19,7 @@ def with_learning_parts(bundle: Bundle) -> Bundle:
     exactly on the slot edges: the readings after the baseline fill some slots, twice over,
     and leave others unseen), an adaptive part (its scale four times its normal size on the
     simulated joints, so it counts without drowning the others) and a relative threshold (a
-    score history in every stream). ``bundle`` must have a level part (the demo's has)."""
+    score history in every stream, and one per part of the score). ``bundle`` must have a level part (the demo's has)."""
     n = len(bundle.manifest.features)
     scoring = bundle.manifest.scoring
     level = scoring.level
@@ -31,6 +31,6 @@ def with_learning_parts(bundle: Bundle) -> Bundle:
         "adaptive": AdaptiveScoring(order=4, forgetting=0.98, alpha=0.1, scale=[0.25] * n),
         "level": level.model_copy(update={"rebase_after": 50, "noise": [0.05] * n}),
         "threshold": scoring.threshold.model_copy(update={
-            "relative": RelativeThreshold(window=5, z=2.5, min_history=50)})})
+            "relative": RelativeThreshold(window=5, z=2.5, min_history=50, part_z=5.0)})})
     return Bundle(path=bundle.path, manifest=bundle.manifest.model_copy(
         update={"scoring": scoring}))

@@ -41,7 +41,7 @@ from .adaptive import AdaptiveState, finite
 from .alerts import EpisodeState
 from .bundle import SeasonalScoring
 from .detector import Detector
-from .history import ScoreHistory
+from .history import PARTS, ScoreHistory, part_histories
 from .normalise import Baseline, Vector
 from .scoring import ScoreState
 from .streams import StreamState
@@ -153,6 +153,15 @@ def _history(value: Any) -> ScoreHistory:
     return ScoreHistory(count, float(mean), float(m2), [float(v) for v in recent], seen)
 
 
+def _part_histories(value: Any) -> list[ScoreHistory]:
+    """The histories of the score's parts back (a snapshot from before them: fresh ones)."""
+    if value is None:
+        return part_histories()
+    if not isinstance(value, list) or len(value) != len(PARTS):
+        raise ValueError(f"part histories are not one per part of {PARTS}")
+    return [_history(v) for v in value]
+
+
 def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
                   status: str | None, season: SeasonalScoring | None = None) -> str:
     """One stream's state as a JSON text (streams are serialised one at a time, so a snapshot
@@ -178,6 +187,7 @@ def encode_stream(state: StreamState, topic: str, fields: dict[str, str],
                   "widened": _array(state.score.widened),
                   "adaptive": _adaptive(state.score.adaptive, state.score.adaptive_error)},
         "history": asdict(state.history),
+        "part_histories": [asdict(h) for h in state.part_histories],
         "episode": asdict(state.episode),
         "readings": state.readings,
         "resets": state.resets,
@@ -215,6 +225,7 @@ def decode_stream(stream_id: str, data: dict[str, Any], detector: Detector) -> R
                                for key in ("previous", "away_noise", "widened")),
                              *_unadaptive(score.get("adaptive"), detector))
     state.history = _history(data.get("history"))
+    state.part_histories = _part_histories(data.get("part_histories"))
     state.episode = EpisodeState(**data["episode"])
     state.readings = int(data["readings"])
     state.resets = int(data["resets"])

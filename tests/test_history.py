@@ -7,7 +7,7 @@ import pytest
 
 from edge_agent.bundle import Bundle, RelativeThreshold, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
-from edge_agent.history import Relative, ScoreHistory
+from edge_agent.history import Relative, ScoreHistory, part_histories
 from edge_agent.model import StatefulModel
 from edge_agent.simulator import Fault, simulate
 from tests.conftest import DEMO_BUNDLE, with_optional_parts
@@ -90,6 +90,39 @@ def test_the_detector_lifts_its_score_exactly_as_the_history_says(absolute_for: 
         below += expected < plain.score
     assert compared > 1000 and above > 0
     assert (below > 0) == (absolute_for is not None)
+
+
+def test_with_part_z_each_part_of_the_detector_score_is_judged_by_its_own_history() -> None:
+    """With ``part_z``, the lift also takes each part's value (the smoothed forecast surprise,
+    the level, seasonal and adaptive shifts, as the plain detector computed them) against
+    that part's own history; on a bearing fault some readings are lifted further by a part
+    than the score's history alone would lift them."""
+    relative = PARAMS.model_copy(update={"part_z": 3.0})
+    bundle = with_relative(with_optional_parts(load_bundle(DEMO_BUNDLE)), relative)
+    plain_bundle = with_relative(bundle, None)
+    detectors = [Detector(b, StatefulModel(b.model_path, b.manifest.model),
+                          DetectorSettings(warmup_readings=5)) for b in (plain_bundle, bundle)]
+    states = [d.new_stream("r/j") for d in detectors]
+    reference, history, own = Relative(relative), ScoreHistory(), part_histories()
+    alone, alone_history = Relative(PARAMS), ScoreHistory()
+    sim = simulate(1500, seed=7, faults=[Fault("bearing", 100.0, 20.0)])
+    raw = detectors[0].scorer.raw
+    compared = by_a_part = 0
+    for row, ts in zip(sim.values, sim.t + 1.7e9):
+        plain, lifted_ = (d.process(s, row, float(ts)) for d, s in zip(detectors, states))
+        if plain.score is None:
+            assert lifted_.score is None
+            continue
+        parts = (states[0].score.smoothed,
+                 *(None if v is None else raw(v)
+                   for v in (plain.shift, plain.seasonal, plain.adaptive)))
+        assert max(v for v in parts if v is not None) == plain.score
+        expected = reference.lift(history, plain.score, detectors[1].enter, parts, own)
+        assert lifted_.score == expected
+        compared += 1
+        by_a_part += expected > alone.lift(alone_history, plain.score, detectors[1].enter)
+    assert compared > 1000 and by_a_part > 0
+    assert all(h.count > 50 for h in own) and states[1].part_histories == own
 
 
 def test_a_horizon_lets_a_new_normal_become_usual_where_a_whole_history_would_not() -> None:

@@ -66,9 +66,12 @@ def test_a_snapshot_restores_every_stream_exactly(tmp_path: Path, bundle: Bundle
         for key in ("previous", "away_noise", "widened", "adaptive", "adaptive_error"):
             assert getattr(entry.state.score, key) == getattr(live.score, key)
         assert entry.state.history == live.history
+        assert entry.state.part_histories == live.part_histories
         if bundle is not BUNDLE:
             assert live.history.count > 300 and len(live.history.recent) == 5
             assert live.history.seen == live.history.count + 5
+            # every part learnt (the level part once the baseline is complete)
+            assert all(h.count > 50 and len(h.recent) == 5 for h in live.part_histories)
         if bundle is not BUNDLE:  # slots seen after the baseline; unseen ones round-trip too
             assert live.score.profile is not None and live.score.seasonal is not None
             assert live.score.away is not None and live.score.widened is not None
@@ -238,3 +241,21 @@ def test_a_snapshot_from_before_the_count_of_scores_seen_restores_one(tmp_path: 
     assert set(restored) == {"r0/j", "r2/j"} and "1 unreadable stream(s) start fresh" in note
     for stream_id, entry in restored.items():
         assert entry.state.history.seen == worker.streams[stream_id].history.seen > 300
+
+
+def test_part_histories_restore_fresh_from_an_older_snapshot_and_bad_ones_are_refused(
+        tmp_path: Path) -> None:
+    """Snapshots written before the parts had histories restore fresh ones (the parts learn
+    again; the score's own history is kept); a list that is not one per part is refused."""
+    worker = fed_worker(tmp_path, bundle=with_optional_parts(BUNDLE))
+    path = snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
+    document = json.loads(path.read_text())
+    for entry in document["streams"].values():
+        del entry["part_histories"]
+    document["streams"]["r1/j"]["part_histories"] = [{"count": 1}]
+    path.write_text(json.dumps(document))
+    restored, note = snapshots.read(tmp_path, BUNDLE.sha256, worker.detector)
+    assert set(restored) == {"r0/j", "r2/j"} and "1 unreadable stream(s) start fresh" in note
+    for stream_id, entry in restored.items():
+        assert entry.state.history == worker.streams[stream_id].history
+        assert [h.count for h in entry.state.part_histories] == [0, 0, 0, 0]

@@ -101,6 +101,11 @@ class RelativeConfig(Section):
         "stream's own history alone decides: a threshold calibrated on the first readings "
         "that a burstier stream keeps crossing stops alarming once the history knows the "
         "stream (e.g. 4000: two weeks at 5 minutes). null: both decide for ever."))
+    part_z: float | None = Field(None, gt=0, description=(
+        "Also judge each part of the score (forecast, level, season, adaptive) against its "
+        "own history, at this many standard deviations (higher than z: more histories, more "
+        "chances): a part that moved far for itself counts even when a noisier part sets the "
+        "score's spread. null: the score's history alone."))
 
 
 class ThresholdConfig(Section):

@@ -38,14 +38,19 @@ def relative_note(relative: RelativeThreshold | None) -> str:
     also over it when the mean of the last 5 scores is 2.5 sd above the stream's own history (after 50 scores; calibrated threshold raised x2)
     >>> print(relative_note(RelativeThreshold(absolute_for=4000)).split("; ")[-1])
     calibrated threshold raised x1, and only the history after 4000 scores)
+    >>> print(relative_note(RelativeThreshold(part_z=5.0)).split(" (")[0][2:])
+    also over it when the mean of the last 5 scores is 2.5 sd above the stream's own history, or that of one part 5 sd above the part's
     """
     if relative is None:
         return ""
     until = (f", and only the history after {relative.absolute_for} scores"
              if relative.absolute_for is not None else "")
+    parts = (f", or that of one part {relative.part_z:g} sd above the part's"
+             if relative.part_z is not None else "")
     return (f"; also over it when the mean of the last {relative.window} scores is "
-            f"{relative.z:g} sd above the stream's own history (after {relative.min_history} "
-            f"scores; calibrated threshold raised x{relative.absolute_margin:g}{until})")
+            f"{relative.z:g} sd above the stream's own history{parts} (after "
+            f"{relative.min_history} scores; calibrated threshold raised "
+            f"x{relative.absolute_margin:g}{until})")
 
 
 def widened_note(details: dict[str, Any]) -> str:
