@@ -5,7 +5,9 @@ after every reading, in plain Python (the same bits on a Pi as on the workstatio
 times one reading through the agent's whole decision path, ``Detector.process`` (normalise,
 score, decide, step the int8 LSTM), for the demo bundle as shipped and with the adaptive part
 of a few orders, plus ``Scorer.adaptive_shift`` alone, on one simulated joint past its
-baseline and warm-up. Median and p90 of single calls in alternating blocks (as
+baseline and warm-up; and with every part that learns on the device
+(``edge_agent.learning``: level rebase, seasonal profile, AR(4), the relative threshold's
+score history) with and without a history per part (``relative.part_z``). Median and p90 of single calls in alternating blocks (as
 ``bench/model_step.py`` times the model), so load from other processes hits every column
 alike. Also the Python heap each stream holds (tracemalloc over 200 streams of 400 readings):
 the forecaster keeps its weights and matrices as lists of floats, fast to update and about
@@ -30,6 +32,7 @@ if str(ROOT) not in sys.path:
 
 from edge_agent.bundle import AdaptiveScoring, Bundle, load_bundle  # noqa: E402
 from edge_agent.detector import Detector, DetectorSettings  # noqa: E402
+from edge_agent.learning import with_learning_parts  # noqa: E402
 from edge_agent.model import StatefulModel  # noqa: E402
 from edge_agent.scoring import ScoreState  # noqa: E402
 from edge_agent.simulator import simulate  # noqa: E402
@@ -44,6 +47,16 @@ def with_adaptive(bundle: Bundle, order: int) -> Bundle:
     n = len(bundle.manifest.features)
     scoring = bundle.manifest.scoring.model_copy(update={"adaptive": AdaptiveScoring(
         order=order, forgetting=0.98, alpha=0.1, scale=[1.0] * n)})
+    return Bundle(path=bundle.path, manifest=bundle.manifest.model_copy(
+        update={"scoring": scoring}))
+
+
+def without_part_histories(bundle: Bundle) -> Bundle:
+    """``bundle`` (with a relative threshold) judging only the score against its history."""
+    threshold = bundle.manifest.scoring.threshold
+    assert threshold.relative is not None
+    scoring = bundle.manifest.scoring.model_copy(update={"threshold": threshold.model_copy(
+        update={"relative": threshold.relative.model_copy(update={"part_z": None})})})
     return Bundle(path=bundle.path, manifest=bundle.manifest.model_copy(
         update={"scoring": scoring}))
 
@@ -103,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = f"adaptive AR({order})"
         calls[name] = process_call(with_adaptive(bundle, order), rows, stamps, warm)
         heaps[name] = heap_per_stream(with_adaptive(bundle, order), rows, stamps)
+    learning = with_learning_parts(bundle)
+    for name, variant in (("every learning part, one score history", without_part_histories(
+            learning)), ("every learning part, + a history per part", learning)):
+        calls[name] = process_call(variant, rows, stamps, warm)
+        heaps[name] = heap_per_stream(variant, rows, stamps)
     for order in orders:
         calls[f"AR({order}) alone"] = adaptive_call(with_adaptive(bundle, order), rows)
     timed = time_calls(calls, args.reps, warmup=500)

@@ -116,13 +116,14 @@ class Relative:
 
     def lift(self, history: ScoreHistory, score: float, enter: float,
              parts: Sequence[float | None] = (),
-             part_histories: Sequence[ScoreHistory] = ()) -> float:
+             part_histories: list[ScoreHistory] | None = None) -> float:
         """The score as the decision sees it: the larger of ``score`` and ``enter`` times the
         recent distance over ``z`` (so a distance of ``z`` reaches the enter threshold); after
         ``absolute_for`` scores, the latter alone (never below zero). With ``part_z``, each
         part's value in ``parts`` (``None``: the part has no value at this reading) is also
-        taken into its own history in ``part_histories``, and its distance over ``part_z``
-        counts like the score's over ``z``.
+        taken into its own history in ``part_histories`` (the stream's list, filled with
+        fresh histories on first use), and its distance over ``part_z`` counts like the
+        score's over ``z``.
 
         A stream whose score is always 5, over the calibrated enter threshold of 4: over it
         until the history takes over after 3 scores, then usual (0 standard deviations);
@@ -140,17 +141,22 @@ class Relative:
 
         >>> rel = Relative(RelativeThreshold(window=1, z=3.0, min_history=4, part_z=4.0))
         >>> alone = Relative(RelativeThreshold(window=1, z=3.0, min_history=4))
-        >>> h, h_alone, own = ScoreHistory(), ScoreHistory(), part_histories()[:2]
+        >>> h, h_alone, own = ScoreHistory(), ScoreHistory(), []
         >>> for noisy, quiet in [(1.0, 0.5), (1.6, 0.51), (0.8, 0.49), (1.2, 0.5), (1.7, 0.5)]:
         ...     _ = rel.lift(h, max(noisy, quiet), 2.0, (noisy, quiet), own)
         ...     _ = alone.lift(h_alone, max(noisy, quiet), 2.0)
         >>> alone.lift(h_alone, 1.1, 2.0), round(rel.lift(h, 1.1, 2.0, (0.9, 1.1), own), 1)
         (1.1, 47.4)
+        >>> [(h.count, h.mean) for h in own]
+        [(5, 1.26), (5, 0.5)]
         """
         d = self.distance(history, score)
         reach = None if d is None else d / self.z
         part_z = self.part_z
-        if part_z is not None:
+        if part_z is not None and parts:
+            assert part_histories is not None, "parts need the stream's part_histories"
+            if len(part_histories) < len(parts):  # a stream's first reading with part_z
+                part_histories.extend(ScoreHistory() for _ in parts[len(part_histories):])
             for own, value in zip(part_histories, parts):
                 if value is None:
                     continue
@@ -163,8 +169,3 @@ class Relative:
         if self.absolute_for is not None and history.seen > self.absolute_for:
             return lifted if lifted > 0.0 else 0.0
         return lifted if lifted > score else score
-
-
-def part_histories() -> list[ScoreHistory]:
-    """A fresh history per part of :data:`PARTS`."""
-    return [ScoreHistory() for _ in PARTS]

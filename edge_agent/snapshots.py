@@ -41,7 +41,7 @@ from .adaptive import AdaptiveState, finite
 from .alerts import EpisodeState
 from .bundle import SeasonalScoring
 from .detector import Detector
-from .history import PARTS, ScoreHistory, part_histories
+from .history import PARTS, ScoreHistory
 from .normalise import Baseline, Vector
 from .scoring import ScoreState
 from .streams import StreamState
@@ -154,9 +154,10 @@ def _history(value: Any) -> ScoreHistory:
 
 
 def _part_histories(value: Any) -> list[ScoreHistory]:
-    """The histories of the score's parts back (a snapshot from before them: fresh ones)."""
-    if value is None:
-        return part_histories()
+    """The histories of the score's parts back (none yet, or a snapshot from before them:
+    the stream makes fresh ones when it needs them)."""
+    if value is None or value == []:
+        return []
     if not isinstance(value, list) or len(value) != len(PARTS):
         raise ValueError(f"part histories are not one per part of {PARTS}")
     return [_history(v) for v in value]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .alerts import EpisodeState
 from .normalise import Baseline, Scale, Vector
-from .history import ScoreHistory, part_histories
+from .history import ScoreHistory
 from .scoring import ScoreState
 
 
@@ -44,7 +44,8 @@ class StreamState:
     last_ts: float | None = None
     score: ScoreState = field(default_factory=ScoreState)
     history: ScoreHistory = field(default_factory=ScoreHistory)  # kept across resets
-    part_histories: list[ScoreHistory] = field(default_factory=part_histories)  # likewise
+    part_histories: list[ScoreHistory] = field(default_factory=list)  # likewise; made on
+                                                                       # first use (part_z)
     episode: EpisodeState = field(default_factory=EpisodeState)
     readings: int = 0
     resets: int = 0

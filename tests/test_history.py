@@ -7,7 +7,7 @@ import pytest
 
 from edge_agent.bundle import Bundle, RelativeThreshold, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
-from edge_agent.history import Relative, ScoreHistory, part_histories
+from edge_agent.history import PARTS, Relative, ScoreHistory
 from edge_agent.model import StatefulModel
 from edge_agent.simulator import Fault, simulate
 from tests.conftest import DEMO_BUNDLE, with_optional_parts
@@ -103,7 +103,7 @@ def test_with_part_z_each_part_of_the_detector_score_is_judged_by_its_own_histor
     detectors = [Detector(b, StatefulModel(b.model_path, b.manifest.model),
                           DetectorSettings(warmup_readings=5)) for b in (plain_bundle, bundle)]
     states = [d.new_stream("r/j") for d in detectors]
-    reference, history, own = Relative(relative), ScoreHistory(), part_histories()
+    reference, history, own = Relative(relative), ScoreHistory(), []
     alone, alone_history = Relative(PARAMS), ScoreHistory()
     sim = simulate(1500, seed=7, faults=[Fault("bearing", 100.0, 20.0)])
     raw = detectors[0].scorer.raw
@@ -122,7 +122,8 @@ def test_with_part_z_each_part_of_the_detector_score_is_judged_by_its_own_histor
         compared += 1
         by_a_part += expected > alone.lift(alone_history, plain.score, detectors[1].enter)
     assert compared > 1000 and by_a_part > 0
-    assert all(h.count > 50 for h in own) and states[1].part_histories == own
+    assert len(own) == len(PARTS) and all(h.count > 50 for h in own)
+    assert states[1].part_histories == own and states[0].part_histories == []
 
 
 def test_a_horizon_lets_a_new_normal_become_usual_where_a_whole_history_would_not() -> None:

@@ -258,4 +258,4 @@ def test_part_histories_restore_fresh_from_an_older_snapshot_and_bad_ones_are_re
     assert set(restored) == {"r0/j", "r2/j"} and "1 unreadable stream(s) start fresh" in note
     for stream_id, entry in restored.items():
         assert entry.state.history == worker.streams[stream_id].history
-        assert [h.count for h in entry.state.part_histories] == [0, 0, 0, 0]
+        assert entry.state.part_histories == []  # made again on the next reading
