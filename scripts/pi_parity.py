@@ -206,7 +206,7 @@ def run(csv_path: Path, bundle_path: Path | None = None, runtime_pref: str | Non
     det_rows, alerts, process_ns = _detector_pass(Detector(bundle, model, DetectorSettings()),
                                                   values, stamps)
     # 2b. The same with every part that learns per stream (level rebase, seasonal profile,
-    #     adaptive forecaster, score history): plain float arithmetic, the same bits too.
+    #     adaptive forecaster, score histories): plain float arithmetic, the same bits too.
     from edge_agent.learning import with_learning_parts
 
     learning_rows, learning_alerts, _ = _detector_pass(
