@@ -19,7 +19,8 @@ def with_learning_parts(bundle: Bundle) -> Bundle:
     exactly on the slot edges: the readings after the baseline fill some slots, twice over,
     and leave others unseen), an adaptive part (its scale four times its normal size on the
     simulated joints, so it counts without drowning the others) and a relative threshold (a
-    score history in every stream, and one per part of the score). ``bundle`` must have a level part (the demo's has)."""
+    score history in every stream, and one per part of the score). ``bundle`` must have a
+    level part (the demo's has)."""
     n = len(bundle.manifest.features)
     scoring = bundle.manifest.scoring
     level = scoring.level

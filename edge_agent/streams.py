@@ -44,8 +44,8 @@ class StreamState:
     last_ts: float | None = None
     score: ScoreState = field(default_factory=ScoreState)
     history: ScoreHistory = field(default_factory=ScoreHistory)  # kept across resets
-    part_histories: list[ScoreHistory] = field(default_factory=list)  # likewise; made on
-                                                                       # first use (part_z)
+    # one per part of the score with relative.part_z, made on first use; kept across resets
+    part_histories: list[ScoreHistory] = field(default_factory=list)
     episode: EpisodeState = field(default_factory=EpisodeState)
     readings: int = 0
     resets: int = 0
