@@ -7,12 +7,12 @@ score, decide, step the int8 LSTM), for the demo bundle as shipped and with the 
 of a few orders, plus ``Scorer.adaptive_shift`` alone, on one simulated joint past its
 baseline and warm-up; and with every part that learns on the device
 (``edge_agent.learning``: level rebase, seasonal profile, AR(4), the relative threshold's
-score history) with and without a history per part (``relative.part_z``). Median and p90 of single calls in alternating blocks (as
-``bench/model_step.py`` times the model), so load from other processes hits every column
-alike. Also the Python heap each stream holds (tracemalloc over 200 streams of 400 readings):
-the forecaster keeps its weights and matrices as lists of floats, fast to update and about
-1.6 KiB per feature at order 4. It asserts nothing; docs/detection-quality.md quotes its
-table.
+score history) with and without a history per part (``relative.part_z``). Median and p90
+of single calls in alternating blocks (as ``bench/model_step.py`` times the model), so load
+from other processes hits every column alike. Also the Python heap each stream holds
+(tracemalloc over 200 streams of 400 readings): the forecaster keeps its weights and matrices
+as lists of floats, fast to update and about 1.6 KiB per feature at order 4. It asserts
+nothing; docs/detection-quality.md quotes its table.
 
     python bench/scoring_parts.py [--bundle edge_agent/demo_bundle] [--orders 2,4,8] [--markdown]
 """
@@ -20,6 +20,7 @@ table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
 import tracemalloc
@@ -47,8 +48,7 @@ def with_adaptive(bundle: Bundle, order: int) -> Bundle:
     n = len(bundle.manifest.features)
     scoring = bundle.manifest.scoring.model_copy(update={"adaptive": AdaptiveScoring(
         order=order, forgetting=0.98, alpha=0.1, scale=[1.0] * n)})
-    return Bundle(path=bundle.path, manifest=bundle.manifest.model_copy(
-        update={"scoring": scoring}))
+    return bundle.with_scoring(scoring)
 
 
 def without_part_histories(bundle: Bundle) -> Bundle:
@@ -57,20 +57,22 @@ def without_part_histories(bundle: Bundle) -> Bundle:
     assert threshold.relative is not None
     scoring = bundle.manifest.scoring.model_copy(update={"threshold": threshold.model_copy(
         update={"relative": threshold.relative.model_copy(update={"part_z": None})})})
-    return Bundle(path=bundle.path, manifest=bundle.manifest.model_copy(
-        update={"scoring": scoring}))
+    return bundle.with_scoring(scoring)
 
 
 def process_call(bundle: Bundle, rows: list[list[float]], stamps: list[float], warm: int
                  ) -> Callable[[int], Any]:
-    """One reading per call through a detector whose stream has read ``warm`` readings."""
+    """One reading per call (the next one each time) through a detector whose stream has read
+    ``warm`` readings."""
     detector = Detector(bundle, StatefulModel(bundle.model_path, bundle.manifest.model),
                         DetectorSettings())
     stream = detector.new_stream("s")
     for i in range(warm):
         detector.process(stream, rows[i], stamps[i])
     process = detector.process
-    return lambda i: process(stream, rows[warm + i], stamps[warm + i])
+    following = itertools.count(warm)  # the timer's warm-up calls come first, then the timed
+    # ones from i = 0 again: each call takes the next reading, never a repeated timestamp
+    return lambda i: process(stream, rows[(n := next(following))], stamps[n])
 
 
 def heap_per_stream(bundle: Bundle, rows: list[list[float]], stamps: list[float],

@@ -369,6 +369,12 @@ class Bundle:
     def sha256(self) -> str:
         return self.manifest.model.sha256
 
+    def with_scoring(self, scoring: Scoring) -> "Bundle":
+        """The same bundle with another ``scoring`` section (a recalibration, or a part
+        switched on or off for a test or a benchmark); nothing is written."""
+        return Bundle(path=self.path, manifest=self.manifest.model_copy(
+            update={"scoring": scoring}))
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

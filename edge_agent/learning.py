@@ -33,5 +33,4 @@ def with_learning_parts(bundle: Bundle) -> Bundle:
         "level": level.model_copy(update={"rebase_after": 50, "noise": [0.05] * n}),
         "threshold": scoring.threshold.model_copy(update={
             "relative": RelativeThreshold(window=5, z=2.5, min_history=50, part_z=5.0)})})
-    return Bundle(path=bundle.path, manifest=bundle.manifest.model_copy(
-        update={"scoring": scoring}))
+    return bundle.with_scoring(scoring)

@@ -73,8 +73,7 @@ def _with_adaptive(bundle: Bundle, **changes: float) -> Bundle:
     scoring = bundle.manifest.scoring
     assert scoring.adaptive is not None
     adaptive = scoring.adaptive.model_copy(update=changes)
-    return Bundle(path=bundle.path, manifest=bundle.manifest.model_copy(update={
-        "scoring": scoring.model_copy(update={"adaptive": adaptive})}))
+    return bundle.with_scoring(scoring.model_copy(update={"adaptive": adaptive}))
 
 
 def _fed(bundle: Bundle, readings: int = 600) -> tuple[Detector, object, list]:
@@ -143,9 +142,8 @@ def test_calibration_fits_the_adaptive_part_to_the_final_threshold_and_leaves_it
     assert on.error_scale == off.error_scale and on.level == off.level
     assert (on.adaptive.order, on.adaptive.forgetting, on.adaptive.alpha) == (4, 0.98, 0.1)
     # The part as the detector computes it over the recording, at unit scale.
-    unit = Bundle(path=BUNDLE.path, manifest=BUNDLE.manifest.model_copy(update={
-        "scoring": on.model_copy(update={"adaptive": AdaptiveScoring(
-            order=4, forgetting=0.98, alpha=0.1, scale=[1.0] * 4)})}))
+    unit = BUNDLE.with_scoring(on.model_copy(update={"adaptive": AdaptiveScoring(
+        order=4, forgetting=0.98, alpha=0.1, scale=[1.0] * 4)}))
     detector = Detector(unit, MODEL, DetectorSettings())
     stream = detector.new_stream("s")
     assert rec.timestamps is not None
@@ -159,8 +157,7 @@ def test_calibration_fits_the_adaptive_part_to_the_final_threshold_and_leaves_it
     part = np.sqrt(np.mean((smoothed / np.asarray(on.adaptive.scale)) ** 2, axis=1))
     assert np.quantile(part, 0.99) * 1.2 <= on.threshold.enter * (1 + 1e-9)
     assert "adaptive AR(4) forecaster, forgetting 0.98" in summary(
-        Bundle(path=BUNDLE.path,
-               manifest=BUNDLE.manifest.model_copy(update={"scoring": on})))
+        BUNDLE.with_scoring(on))
 
 
 def test_a_bad_adaptive_setting_stops_the_trainer_with_its_key_path(

@@ -53,8 +53,7 @@ def test_a_level_that_wanders_in_the_training_rows_is_widened_to_its_own_tail() 
     def calibrated(threshold: ThresholdConfig) -> Bundle:
         scoring = calibrate(demo, model, [rec], [VALIDATION],
                             ScoringConfig(level=level, threshold=threshold)).scoring
-        return Bundle(path=demo.path,
-                      manifest=demo.manifest.model_copy(update={"scoring": scoring}))
+        return demo.with_scoring(scoring)
 
     narrow = calibrated(ThresholdConfig())
     wide = calibrated(ThresholdConfig(tail_quantile=0.99, tail_margin=1.2))
@@ -92,8 +91,7 @@ def test_a_rebase_to_a_noisier_operating_point_widens_the_level_scale_to_fit_it(
                             rescale_on_rebase=rescale)
         scoring = calibrate(demo, model, [training], [VALIDATION], ScoringConfig(
             level=level, threshold=ThresholdConfig(tail_quantile=0.99))).scoring
-        return Bundle(path=demo.path,
-                      manifest=demo.manifest.model_copy(update={"scoring": scoring}))
+        return demo.with_scoring(scoring)
 
     rescaling, keeping = calibrated(True), calibrated(False)
     noise = rescaling.manifest.scoring.level.noise  # type: ignore[union-attr]
@@ -143,8 +141,7 @@ def test_a_seasonal_tail_seen_in_few_looks_is_widened_for_what_it_could_not_show
                                seasonal=SeasonalConfig(enabled=True, tail_confidence=confidence),
                                threshold=ThresholdConfig(tail_quantile=0.99))
         scoring = calibrate(demo, model, [rec], [1280], config, season).scoring
-        return Bundle(path=demo.path,
-                      manifest=demo.manifest.model_copy(update={"scoring": scoring}))
+        return demo.with_scoring(scoring)
 
     def seasonal_alarms(bundle: Bundle) -> int:
         detector = Detector(bundle, model, DetectorSettings())

@@ -17,10 +17,9 @@ PARAMS = RelativeThreshold(window=5, z=2.5, min_history=50)
 
 def with_relative(bundle: Bundle, relative: RelativeThreshold | None) -> Bundle:
     """The bundle with another relative threshold (None: without one)."""
-    manifest, threshold = bundle.manifest, bundle.manifest.scoring.threshold
-    return Bundle(path=bundle.path, manifest=manifest.model_copy(update={
-        "scoring": manifest.scoring.model_copy(update={
-            "threshold": threshold.model_copy(update={"relative": relative})})}))
+    scoring = bundle.manifest.scoring
+    return bundle.with_scoring(scoring.model_copy(update={
+        "threshold": scoring.threshold.model_copy(update={"relative": relative})}))
 
 
 def lifted(scores: np.ndarray, enter: float, params: RelativeThreshold = PARAMS) -> np.ndarray:

@@ -277,8 +277,7 @@ def with_season(bundle: Bundle, **changes: float | str) -> Bundle:
     assert season is not None
     scoring = bundle.manifest.scoring.model_copy(
         update={"seasonal": season.model_copy(update=changes)})
-    return Bundle(path=bundle.path,
-                  manifest=bundle.manifest.model_copy(update={"scoring": scoring}))
+    return bundle.with_scoring(scoring)
 
 
 def test_a_feature_that_stays_away_long_enough_takes_its_recent_mean_as_baseline() -> None:

@@ -437,8 +437,8 @@ def threshold_sweep(files: Sequence[NabFile], bundles: dict[str, Bundle],
             scores.append(nab.score_file(f.stamps, trace_hits(trace, len(f.values)), f.windows,
                                          nab.PROFILES["standard"]))
         total = nab.score_benchmark(scores)
-        rows.append({"scale": scale, "standard": round(total.normalised, 1), "tp": total.tp,
-                     "fn": total.fn, "fp": total.fp})
+        rows.append({"scale": scale, "standard": round(total.normalised, 2), "tp": total.tp,
+                     "fn": total.fn, "fp": total.fp})  # rounded as every JSON figure
     return rows
 
 
@@ -454,7 +454,7 @@ def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """
     best = max(rows, key=lambda r: r["standard"])
     def cell(r: dict[str, Any]) -> str:
-        return f"**{r['standard']}**" if r is best else f"{r['standard']}"
+        return f"**{r['standard']:.1f}**" if r is best else f"{r['standard']:.1f}"
     return "\n".join([
         "| threshold multiplier | " + " | ".join(f"{r['scale']:g}" for r in rows) + " |",
         "|---|" + "---|" * len(rows),

@@ -36,8 +36,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edge_agent.alerts import AlertSettings
-from edge_agent.bundle import (AdaptiveScoring, Bundle, LevelScoring, Manifest,
-                               RelativeThreshold, Scoring, SeasonalScoring, Smoothing, Threshold)
+from edge_agent.bundle import (AdaptiveScoring, Bundle, LevelScoring, RelativeThreshold,
+                               Scoring, SeasonalScoring, Smoothing, Threshold)
 from edge_agent.csvdata import Recording
 from edge_agent.detector import Detector, DetectorSettings, adaptive_note, seasonal_note
 from edge_agent.model import StatefulModel
@@ -175,8 +175,9 @@ def with_relative(threshold: Threshold, config: RelativeConfig) -> Threshold:
     >>> t.enter, t.exit, t.relative.z, t.details["absolute_margin"]
     (4.0, 3.0, 2.5, 2.0)
     >>> plain = Threshold(enter=2.0, exit=1.5, method="quantile")
-    >>> with_relative(plain, RelativeConfig(absolute_for=4000)).relative.absolute_for
-    4000
+    >>> r = with_relative(plain, RelativeConfig(absolute_for=4000, part_z=5.0)).relative
+    >>> r.absolute_for, r.part_z
+    (4000, 5.0)
     """
     m = config.absolute_margin
     return Threshold(enter=threshold.enter * m, exit=threshold.exit * m, method=threshold.method,
@@ -207,7 +208,7 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
                     level=level, seasonal=seasonal, adaptive=adaptive,
                     top_features=config.top_features,
                     threshold=Threshold(enter=_NEVER, exit=_NEVER, method="probe"))
-    whole = [run_detector(_with_scoring(bundle, probe), model, rec, settings, 0)
+    whole = [run_detector(bundle.with_scoring(probe), model, rec, settings, 0)
              for rec in recordings]
     runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
     error_scale = _rms(np.concatenate([r["errors"] for r in runs]))
@@ -230,7 +231,7 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
             [r["adaptive"] for r in runs]))})
     scaled = probe.model_copy(update={"error_scale": error_scale, "level": level,
                                       "seasonal": seasonal, "adaptive": None})
-    whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
+    whole = [run_detector(bundle.with_scoring(scaled), model, rec, settings, 0)
              for rec in recordings]
     scores = _validation_scores(whole, starts)
     threshold = choose_threshold(scores, config.threshold)
@@ -243,7 +244,7 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
         if looks:
             threshold.details["tail_looks"] = looks
         if any(factor > 1.0 for factor in widened.values()):
-            whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
+            whole = [run_detector(bundle.with_scoring(scaled), model, rec, settings, 0)
                      for rec in recordings]
             scores = _validation_scores(whole, starts)
     if config.threshold.relative is not None:
@@ -256,7 +257,7 @@ def calibrate(bundle: Bundle, model: StatefulModel, recordings: Sequence[Recordi
                                                 config.threshold, parts=("adaptive",))
             threshold.details.setdefault("widened", {}).update(widened)
         # The report and the log show the score as the device computes it, this part too.
-        whole = [run_detector(_with_scoring(bundle, scaled), model, rec, settings, 0)
+        whole = [run_detector(bundle.with_scoring(scaled), model, rec, settings, 0)
                  for rec in recordings]
         scores = _validation_scores(whole, starts)
     runs = [{k: v[start:] for k, v in r.items()} for r, start in zip(whole, starts)]
@@ -367,8 +368,3 @@ def calibrate_split(draft: Bundle, model: StatefulModel, split: Split, config: S
         f"{scoring.threshold.exit:.3f}; {cal.scores.size} normal scores, max "
         f"{cal.scores.max():.3f}" + widened_note(scoring.threshold.details))
     return cal
-
-
-def _with_scoring(bundle: Bundle, scoring: Scoring) -> Bundle:
-    manifest: Manifest = bundle.manifest.model_copy(update={"scoring": scoring})
-    return Bundle(path=bundle.path, manifest=manifest)
