@@ -1,15 +1,13 @@
 """Where a NAB run's false alarms start and why its missed windows were missed.
 
 For the bundles of a ``edge-trainer benchmark nab`` run (``--bundles OUT/bundles``) this
-streams every file through the int8 model twice with the agent's own code: once as the
-benchmark does, and once with the bundle's relative threshold switched off, which gives the
-score before the history lifts it (the lift never feeds back into the model or the scorer).
+streams every file through the int8 model with the agent's own code, as the benchmark does.
 It prints one Markdown table, a row per data folder and one for all files:
 
 * false alarms (NAB's false positives: alert starts outside every window, after the
-  probation), split by what started them: the *calibrated* threshold (in the readings that
-  opened the episode the plain score was over ``enter`` and the decision used it as it was:
-  not lifted by the history, not handed over to it) or the *history* alone;
+  probation), split by what put the reading that opened the episode over the threshold, as
+  the alert itself says (its ``lifted_by``): the score as *calibrated*, or the history that
+  lifted it (the score's own, or with ``part_z`` a part's);
 * missed windows, split by why: the score never reached ``enter`` inside the window, an
   episode opened before the window was still open when it began (NAB counts an episode
   once, at its start), or the score crossed but too briefly or in a cooldown.
@@ -37,13 +35,15 @@ if str(ROOT) not in sys.path:
 
 from edge_agent.bundle import load_bundle  # noqa: E402
 from edge_agent.detector import Detector  # noqa: E402
+from edge_agent.history import PART_HISTORIES, SCORE_HISTORY  # noqa: E402
 from trainer import nab  # noqa: E402
-from trainer.benchmarks import NAB_AGENT, file_stream, nab_files, trace_hits  # noqa: E402
+from trainer.benchmarks import (NAB_AGENT, detections_by_lift, file_stream,  # noqa: E402
+                                nab_files, trace_hits)
 from trainer.evaluate import agent_settings, load_models, stream_through  # noqa: E402
 
-COLUMNS = ("files", "false alarms", "by the calibrated threshold", "by the history alone",
-           "missed windows", "never over the threshold", "inside an earlier episode",
-           "crossed briefly")
+LIFTS = ("calibrated", SCORE_HISTORY, *PART_HISTORIES)
+COLUMNS = ("files", "false alarms", *(f"by {name}" for name in LIFTS), "missed windows",
+           "never over the threshold", "inside an earlier episode", "crossed briefly")
 
 
 def anatomy(data_dir: Path, labels: Path, bundles: Path) -> dict[str, Counter[str]]:
@@ -53,21 +53,11 @@ def anatomy(data_dir: Path, labels: Path, bundles: Path) -> dict[str, Counter[st
     counts: dict[str, Counter[str]] = {}
     for i, f in enumerate(files, 1):
         bundle = load_bundle(bundles / f.name)
-        model = load_models(bundle, ["int8"])["int8"]
-        shipped, plain = Detector(bundle, model, settings), Detector(bundle, model, settings)
-        plain.relative = None  # the score before the history lifts it
-        stream = file_stream(f, bundle)
-        trace, before = stream_through(shipped, stream), stream_through(plain, stream)
+        detector = Detector(bundle, load_models(bundle, ["int8"])["int8"], settings)
+        trace = stream_through(detector, file_stream(f, bundle))
         score = nab.score_file(f.stamps, trace_hits(trace, len(f.values)), f.windows)
-        c: Counter[str] = Counter(files=1)
-        opening = shipped.settings.alerts.enter_readings
-        for fp in score.false_positives:
-            c["false alarms"] += 1
-            rows = slice(max(0, fp.row - opening), fp.row + 1)
-            plain_over = before.scores[rows] >= shipped.enter
-            # not lifted (and not handed over): the decision's score was the plain one
-            calibrated = bool(np.any(plain_over & (trace.scores[rows] == before.scores[rows])))
-            c["by the calibrated threshold" if calibrated else "by the history alone"] += 1
+        c: Counter[str] = Counter(files=1, **{"false alarms": len(score.false_positives)})
+        c.update({f"by {name}": n for name, n in detections_by_lift(trace, score)["fp"].items()})
         for w in score.windows:
             if not w.scored or w.detection_row is not None:
                 continue
@@ -76,7 +66,7 @@ def anatomy(data_dir: Path, labels: Path, bundles: Path) -> dict[str, Counter[st
             inside = trace.scores[w.first_row:w.last_row + 1]
             if w.first_row > 0 and trace.alarm[w.first_row - 1]:
                 c["inside an earlier episode"] += 1
-            elif not np.nanmax(inside, initial=-np.inf) >= shipped.enter:
+            elif not np.nanmax(inside, initial=-np.inf) >= detector.enter:
                 c["never over the threshold"] += 1
             else:
                 c["crossed briefly"] += 1

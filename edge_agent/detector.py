@@ -78,6 +78,8 @@ class Alert:
     readings: int
     top_features: tuple[Contribution, ...]
     reason: str | None = None
+    lifted_by: str | None = None  # which history lifted ``score`` over its calibrated value
+    #                               (``history.SCORE_HISTORY`` or a part's); None: not lifted
 
 
 class Outcome(NamedTuple):
@@ -286,10 +288,11 @@ class Detector:
                 adapted = scorer.raw(adaptive[0])
                 if adapted > score:
                     score = adapted
+            lifted_by = None
             if self.relative is not None:
-                score = self.relative.lift(state.history, score, self.enter,
-                                           (surprise, level, seasonal, adapted),  # PARTS
-                                           state.part_histories)
+                score, lifted_by = self.relative.lift(state.history, score, self.enter,
+                                                      (surprise, level, seasonal, adapted),
+                                                      state.part_histories)  # in PARTS order
             if state.warmup_left == 0 and not learning:
                 kind = episodes.advance(state.episode, self.settings.alerts, score, ts,
                                         enter=self.enter, exit=self.exit,
@@ -297,7 +300,7 @@ class Detector:
                 if kind is not None:
                     events += (self._event(state, kind, ts, score, values,
                                            scale.inverse(prediction), z, shift, season,
-                                           adaptive),)
+                                           adaptive, lifted_by=lifted_by),)
         if state.warmup_left > 0:
             state.warmup_left -= 1
         forecast = self.model.step(x, state.lstm)
@@ -351,7 +354,7 @@ class Detector:
                z: Vector | None = None, shift: Vector | None = None,
                season: tuple[Vector, Vector] | None = None,
                adaptive: tuple[Vector, Vector] | None = None,
-               reason: str | None = None) -> Alert:
+               reason: str | None = None, lifted_by: str | None = None) -> Alert:
         ep = state.episode
         top: tuple[Contribution, ...] = ()
         if z is not None and values is not None and forecast is not None:
@@ -363,4 +366,4 @@ class Detector:
             started_at=ep.started_at if ep.started_at is not None else at,
             score=float(score), peak_score=ep.peak, threshold=self.enter,
             exit_threshold=self.exit, readings=ep.readings, top_features=top,
-            reason=reason or ("recovered" if kind == "end" else None))
+            reason=reason or ("recovered" if kind == "end" else None), lifted_by=lifted_by)

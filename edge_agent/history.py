@@ -50,6 +50,9 @@ from .bundle import RelativeThreshold
 VARIANCE_FLOOR = 1e-6  # a stream whose scores never varied: distances stay finite
 #: The score's parts, in the order the detector hands their values to :meth:`Relative.lift`.
 PARTS = ("forecast", "level", "season", "adaptive")
+#: What lifted a score (an alert's ``lifted_by``): the score's own history, or a part's.
+SCORE_HISTORY = "score_history"
+PART_HISTORIES = tuple(f"{part}_history" for part in PARTS)
 
 
 @dataclass(slots=True)
@@ -116,14 +119,16 @@ class Relative:
 
     def lift(self, history: ScoreHistory, score: float, enter: float,
              parts: Sequence[float | None] = (),
-             part_histories: list[ScoreHistory] | None = None) -> float:
-        """The score as the decision sees it: the larger of ``score`` and ``enter`` times the
-        recent distance over ``z`` (so a distance of ``z`` reaches the enter threshold); after
-        ``absolute_for`` scores, the latter alone (never below zero). With ``part_z``, each
-        part's value in ``parts`` (``None``: the part has no value at this reading) is also
-        taken into its own history in ``part_histories`` (the stream's list, filled with
-        fresh histories on first use), and its distance over ``part_z`` counts like the
-        score's over ``z``.
+             part_histories: list[ScoreHistory] | None = None) -> tuple[float, str | None]:
+        """The score as the decision sees it, and which history set it (``None``: the score
+        stands as calibrated; else :data:`SCORE_HISTORY` or one of :data:`PART_HISTORIES`, so
+        an alert can say why it fired). The score is the larger of ``score`` and ``enter``
+        times the recent distance over ``z`` (so a distance of ``z`` reaches the enter
+        threshold); after ``absolute_for`` scores, the latter alone (never below zero). With
+        ``part_z``, each part's value in ``parts`` (``None``: the part has no value at this
+        reading) is also taken into its own history in ``part_histories`` (the stream's list,
+        filled with fresh histories on first use), and its distance over ``part_z`` counts
+        like the score's over ``z``.
 
         A stream whose score is always 5, over the calibrated enter threshold of 4: over it
         until the history takes over after 3 scores, then usual (0 standard deviations);
@@ -131,10 +136,11 @@ class Relative:
 
         >>> rel = Relative(RelativeThreshold(window=1, z=2.0, min_history=2, absolute_for=3))
         >>> h = ScoreHistory()
-        >>> [rel.lift(h, 5.0, enter=4.0) for _ in range(5)], h.seen
-        ([5.0, 5.0, 5.0, 0.0, 0.0], 5)
-        >>> rel.lift(h, 6.0, enter=4.0) > 4.0
-        True
+        >>> [rel.lift(h, 5.0, enter=4.0) for _ in range(5)]  # doctest: +NORMALIZE_WHITESPACE
+        [(5.0, None), (5.0, None), (5.0, None), (0.0, 'score_history'),
+         (0.0, 'score_history')]
+        >>> score, by = rel.lift(h, 6.0, enter=4.0); score > 4.0, by, h.seen
+        (True, 'score_history', 6)
 
         A score that is the max of a noisy part and a quiet one: the quiet part's step is
         lost in the score's spread, but not in its own history:
@@ -145,27 +151,31 @@ class Relative:
         >>> for noisy, quiet in [(1.0, 0.5), (1.6, 0.51), (0.8, 0.49), (1.2, 0.5), (1.7, 0.5)]:
         ...     _ = rel.lift(h, max(noisy, quiet), 2.0, (noisy, quiet), own)
         ...     _ = alone.lift(h_alone, max(noisy, quiet), 2.0)
-        >>> alone.lift(h_alone, 1.1, 2.0), round(rel.lift(h, 1.1, 2.0, (0.9, 1.1), own), 1)
-        (1.1, 47.4)
+        >>> alone.lift(h_alone, 1.1, 2.0)
+        (1.1, None)
+        >>> score, by = rel.lift(h, 1.1, 2.0, (0.9, 1.1), own); round(score, 1), by
+        (47.4, 'level_history')
         >>> [(h.count, h.mean) for h in own]
         [(5, 1.26), (5, 0.5)]
         """
         d = self.distance(history, score)
         reach = None if d is None else d / self.z
+        by = SCORE_HISTORY
         part_z = self.part_z
         if part_z is not None and parts:
             assert part_histories is not None, "parts need the stream's part_histories"
             if len(part_histories) < len(parts):  # a stream's first reading with part_z
                 part_histories.extend(ScoreHistory() for _ in parts[len(part_histories):])
-            for own, value in zip(part_histories, parts):
+            for own, value, name in zip(part_histories, parts, PART_HISTORIES):
                 if value is None:
                     continue
                 part = self.distance(own, value)  # every part's history learns every value
                 if part is not None and (reach is None or part / part_z > reach):
                     reach = part / part_z
+                    by = name
         if reach is None:
-            return score
+            return score, None
         lifted = enter * reach
         if self.absolute_for is not None and history.seen > self.absolute_for:
-            return lifted if lifted > 0.0 else 0.0
-        return lifted if lifted > score else score
+            return (lifted if lifted > 0.0 else 0.0), by
+        return (lifted, by) if lifted > score else (score, None)

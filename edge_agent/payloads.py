@@ -78,6 +78,7 @@ def alert_payload(alert: Alert, *, topic: str, fields: dict[str, str], model_nam
         "top_features": [{"feature": c.feature, "observed": c.observed, "expected": c.expected,
                           "z": round(c.z, 3), "basis": c.basis} for c in alert.top_features],
         "reason": alert.reason,
+        "lifted_by": alert.lifted_by,
         "model": {"name": model_name, "sha256": model_sha256},
         "agent_id": agent_id,
     }

@@ -167,7 +167,7 @@ def _detector_pass(detector: Any, values: np.ndarray, stamps: np.ndarray, parts:
                 "type": alert.type, "alert_id": alert.alert_id, "index": i,
                 "at": f64_hex(alert.at), "score": f64_hex(alert.score),
                 "score_value": alert.score, "peak_score": f64_hex(alert.peak_score),
-                "readings": alert.readings,
+                "readings": alert.readings, "lifted_by": alert.lifted_by,
                 "top_features": [c.feature for c in alert.top_features],
                 **({"basis": [c.basis for c in alert.top_features]} if parts else {}),
             })
@@ -283,7 +283,7 @@ def _max_abs_diff(a: Sequence[Any], b: Sequence[Any], decode: Any) -> float:
 def _decision(alert: dict[str, Any]) -> tuple[Any, ...]:
     """What an alert decided (everything but the score values)."""
     return (alert["type"], alert["alert_id"], alert["index"], alert["at"], alert["readings"],
-            tuple(alert["top_features"]))
+            alert["lifted_by"], tuple(alert["top_features"]))
 
 
 def compare(native: dict[str, Any], emulated: dict[str, Any], *, strict: bool = False,
@@ -292,10 +292,11 @@ def compare(native: dict[str, Any], emulated: dict[str, Any], *, strict: bool = 
 
     ``ok`` (the verdict) needs bit-identical int8 forecasts, detector forecasts, expected
     values and statuses, and identical alert decisions (type, id, reading, time, length,
-    top features), and a bit-identical ``learning`` pass. Scores are float64 arithmetic on
-    top of identical forecasts; where the platform's BLAS rounds a dot product differently
-    they may differ in the last bits: that passes within ``score_tolerance_ulp`` unless
-    ``strict``, and is always reported (the learning pass is compared whole, scores too).
+    what lifted the score, top features), and a bit-identical ``learning`` pass. Scores are
+    float64 arithmetic on top of identical forecasts; where the platform's BLAS rounds a dot
+    product differently they may differ in the last bits: that passes within
+    ``score_tolerance_ulp`` unless ``strict``, and is always reported (the learning pass is
+    compared whole, scores too).
     """
     for name, rec in (("native", native), ("emulated", emulated)):
         if rec.get("format") != FORMAT:

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from edge_agent.bundle import Bundle, load_bundle
+from edge_agent.history import PARTS
 from edge_agent.payloads import Topics, iso
 from edge_agent.simulator import FEATURES, Fault, simulate, write_csv
 from edge_agent.stats import Stats
@@ -100,6 +101,9 @@ def test_evaluate_command_reports_metrics_delays_and_plots(
     assert t["episodes_by_part"] == {p: started.count(p) for p in set(started)}
     assert sum(t["episodes_by_part"].values()) == t["episodes"]
     assert "Episodes by the part of the score that started them (int8): " in md
+    # The demo bundle has no relative threshold: every episode is the calibrated score's.
+    assert t["episodes_by_lift"] == {"calibrated": t["episodes"]}
+    assert "over the threshold" not in md
 
 
 def test_rows_before_scored_from_are_streamed_but_not_scored(labelled_dir: Path) -> None:
@@ -116,18 +120,21 @@ def test_rows_before_scored_from_are_streamed_but_not_scored(labelled_dir: Path)
 def test_episodes_and_nab_detections_come_from_the_alert_events() -> None:
     from edge_agent.detector import Alert
 
-    def alert(kind: str, row: int) -> Alert:
+    def alert(kind: str, row: int, lifted_by: str | None = None) -> Alert:
         return Alert(type=kind, alert_id="a", stream_id="s", at=float(row), started_at=0.0,
                      score=2.0 + row / 100, peak_score=3.0, threshold=1.0, exit_threshold=0.5,
-                     readings=1, top_features=())
+                     readings=1, top_features=(), lifted_by=lifted_by)
 
-    events = [(3, alert("start", 3)), (5, alert("update", 5)), (8, alert("end", 8)),
-              (12, alert("start", 12)), (14, alert("update", 14))]
+    events = [(3, alert("start", 3)), (5, alert("update", 5, "score_history")),
+              (8, alert("end", 8)), (12, alert("start", 12, "level_history")),
+              (14, alert("update", 14))]
     trace = Trace("int8", np.zeros(16, bool), np.zeros(16), np.zeros(16, bool), events)
     eps = episodes(trace, 16)
     assert [(e.start_row, e.end_row, e.closed, e.updates) for e in eps] == [
         (3, 8, True, 1), (12, 16, False, 1)]
     assert [e.started_by for e in eps] == [None, None]  # no contributions in these alerts
+    # What put each episode's start over the threshold (its updates don't change that).
+    assert [e.lifted_by for e in eps] == ["calibrated", "level_history"]
     from trainer.evaluate import FileResult, LabelledStream
 
     stream = LabelledStream("s", "s.csv", ["v"], np.zeros((16, 1)), np.arange(16.0), None)
@@ -166,7 +173,8 @@ def _evaluated_alerts(config: Path, csv_path: Path, stream_id: str,
     streams[0].name = stream_id  # the alert id is derived from the stream id
     ev = evaluate_streams(bundle, streams, agent_settings(config), log=lambda line: None)
     trace = ev.files[0].traces["int8"]
-    return streams[0], trace, [(a.type, iso(a.at), a.alert_id) for _, a in trace.events]
+    return streams[0], trace, [(a.type, iso(a.at), a.alert_id, a.lifted_by)
+                               for _, a in trace.events]
 
 
 @needs_mosquitto
@@ -175,7 +183,7 @@ def test_evaluation_alerts_are_what_the_live_daemon_publishes(broker, labelled_d
     config = agent_config(tmp_path / "agent.yaml", broker)
     stream, trace, expected = _evaluated_alerts(config, labelled_dir / "bearing.csv",
                                                 "r1/elbow")
-    assert [t for t, _, _ in expected][:1] == ["start"] and expected[-1][0] == "end"
+    assert [e[0] for e in expected][:1] == ["start"] and expected[-1][0] == "end"
     recorder = Recorder(broker)
     agent = AgentProcess(config)
     try:
@@ -188,7 +196,7 @@ def test_evaluation_alerts_are_what_the_live_daemon_publishes(broker, labelled_d
         publisher.close()
     finally:
         assert agent.stop() == 0, agent.log()
-    got = [(a["type"], a["at"], a["alert_id"]) for a in recorder.alerts()]
+    got = [(a["type"], a["at"], a["alert_id"], a["lifted_by"]) for a in recorder.alerts()]
     assert got == expected
     # The status the agent publishes goes through the same states as the evaluation's rows.
     statuses = [m.payload.decode() for m in recorder.on("edge-anomaly/streams/r1/elbow/status")]
@@ -241,7 +249,9 @@ def test_evaluation_alerts_are_what_the_worker_publishes(labelled_dir: Path, tmp
     for i, (row, ts) in enumerate(zip(stream.values, stream.timestamps)):
         worker.handle(Item("r2/wrist", "robots/r2/joints/wrist/t", {}, row, float(ts), 0.0,
                            i, 1))
-    assert [(a["type"], a["at"], a["alert_id"]) for a in out.alerts] == expected
+    assert [(a["type"], a["at"], a["alert_id"], a["lifted_by"]) for a in out.alerts] == expected
+    # With the part histories on, the payloads say which history lifted a score.
+    assert any(e[3] is not None for e in expected) == optional_parts
 
 
 # -- SKAB ---------------------------------------------------------------------------------------
@@ -449,6 +459,13 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
         standard = totals[model]["standard"]
         assert standard["tp"] + standard["fn"] == 2
         assert -1000 < standard["normalised"] <= 100
+        # Every counted detection is put down to what put it over the threshold: here,
+        # without a relative threshold, the calibrated score alone.
+        by_lift = result["detections_by_lift"][model]
+        assert set(by_lift["tp"]) | set(by_lift["fp"]) <= {"calibrated"}
+        assert (sum(by_lift["tp"].values()), sum(by_lift["fp"].values())) == (
+            standard["tp"], standard["fp"])
+    assert "| over the threshold by | windows caught | false positives |" in captured.err
     # An 8-sigma level shift is caught.
     assert totals["int8"]["standard"]["tp"] >= 1
     # Counting updates too adds detections, never removes one.
@@ -497,3 +514,23 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
     assert (choice / "choice.md").is_file()
     silent = load_bundle(choice / "margin=1000" / "bundles" / "shift").manifest
     assert silent.scoring.threshold.details["margin"] == 1000
+
+    # The trained bundles recalibrated with a relative threshold (as configs/nab.yaml): the
+    # threshold reaches each bundle, and the detections that a history lifted say which.
+    relative = {"window": 5, "z": 2.5, "min_history": 50, "absolute_for": 400, "part_z": 3.0}
+    tiny["scoring"]["threshold"] = {"relative": relative}
+    config.write_text(yaml.safe_dump(tiny))
+    lifted = benchmarks.run_nab(data, labels, out=tmp_path / "relative", config=config,
+                                reuse=out / "bundles", recalibrate=True, plots=False,
+                                log=lambda line: None)
+    for f in ("shift", "jump"):
+        threshold = load_bundle(tmp_path / "relative" / "bundles" / f).manifest.scoring.threshold
+        assert threshold.relative is not None
+        assert threshold.relative.model_dump(include=set(relative)) == relative
+    int8 = lifted["detections_by_lift"]["int8"]
+    standard = lifted["totals"]["start"]["int8"]["standard"]
+    assert (sum(int8["tp"].values()), sum(int8["fp"].values())) == (standard["tp"],
+                                                                     standard["fp"])
+    histories = {"score_history"} | {f"{p}_history" for p in PARTS}
+    # After 400 scores the history alone decides: detections there are a history's.
+    assert (set(int8["tp"]) | set(int8["fp"])) & histories

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from edge_agent.bundle import Bundle, RelativeThreshold, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
-from edge_agent.history import PARTS, Relative, ScoreHistory
+from edge_agent.history import PART_HISTORIES, PARTS, SCORE_HISTORY, Relative, ScoreHistory
 from edge_agent.model import StatefulModel
 from edge_agent.simulator import Fault, simulate
 from tests.conftest import DEMO_BUNDLE, with_optional_parts
@@ -24,7 +27,7 @@ def with_relative(bundle: Bundle, relative: RelativeThreshold | None) -> Bundle:
 
 def lifted(scores: np.ndarray, enter: float, params: RelativeThreshold = PARAMS) -> np.ndarray:
     rel, history = Relative(params), ScoreHistory()
-    return np.array([rel.lift(history, float(s), enter) for s in scores])
+    return np.array([rel.lift(history, float(s), enter)[0] for s in scores])
 
 
 @pytest.mark.parametrize("unit", [0.01, 1.0, 1000.0])
@@ -77,18 +80,25 @@ def test_the_detector_lifts_its_score_exactly_as_the_history_says(absolute_for: 
     reference, history = Relative(relative), ScoreHistory()
     sim = simulate(1500, seed=7, faults=[Fault("bearing", 100.0, 20.0)])
     compared = above = below = 0
+    lifted_alerts: list[str | None] = []
     for row, ts in zip(sim.values, sim.t + 1.7e9):
         plain, lifted_ = (d.process(s, row, float(ts)) for d, s in zip(detectors, states))
         if plain.score is None:
             assert lifted_.score is None
             continue
-        expected = reference.lift(history, plain.score, detectors[1].enter)
+        expected, by = reference.lift(history, plain.score, detectors[1].enter)
         assert lifted_.score == expected
+        if absolute_for is None:  # lifted by the history, or the score as calibrated
+            assert (by is None) == (expected == plain.score)
+        # Each alert says which history, if any, set the score it reports.
+        assert all(a.lifted_by == by for a in lifted_.alerts)
+        lifted_alerts += [a.lifted_by for a in lifted_.alerts]
         compared += 1
         above += expected > plain.score
         below += expected < plain.score
     assert compared > 1000 and above > 0
     assert (below > 0) == (absolute_for is not None)
+    assert SCORE_HISTORY in lifted_alerts
 
 
 def test_with_part_z_each_part_of_the_detector_score_is_judged_by_its_own_history() -> None:
@@ -107,6 +117,7 @@ def test_with_part_z_each_part_of_the_detector_score_is_judged_by_its_own_histor
     sim = simulate(1500, seed=7, faults=[Fault("bearing", 100.0, 20.0)])
     raw = detectors[0].scorer.raw
     compared = by_a_part = 0
+    lifters: set[str | None] = set()
     for row, ts in zip(sim.values, sim.t + 1.7e9):
         plain, lifted_ = (d.process(s, row, float(ts)) for d, s in zip(detectors, states))
         if plain.score is None:
@@ -116,11 +127,16 @@ def test_with_part_z_each_part_of_the_detector_score_is_judged_by_its_own_histor
                  *(None if v is None else raw(v)
                    for v in (plain.shift, plain.seasonal, plain.adaptive)))
         assert max(v for v in parts if v is not None) == plain.score
-        expected = reference.lift(history, plain.score, detectors[1].enter, parts, own)
+        expected, by = reference.lift(history, plain.score, detectors[1].enter, parts, own)
         assert lifted_.score == expected
+        assert all(a.lifted_by == by for a in lifted_.alerts)
+        lifters.update(a.lifted_by for a in lifted_.alerts)
         compared += 1
-        by_a_part += expected > alone.lift(alone_history, plain.score, detectors[1].enter)
+        higher = expected > alone.lift(alone_history, plain.score, detectors[1].enter)[0]
+        by_a_part += higher
+        assert not higher or by in PART_HISTORIES  # only a part lifts above the score's own
     assert compared > 1000 and by_a_part > 0
+    assert lifters & set(PART_HISTORIES)  # some alert was lifted by a part's history
     assert len(own) == len(PARTS) and all(h.count > 50 for h in own)
     assert states[1].part_histories == own and states[0].part_histories == []
 
@@ -160,5 +176,12 @@ def test_a_horizon_does_not_stop_the_count_that_hands_over() -> None:
     rel, history = Relative(params), ScoreHistory()
     for _ in range(600):
         last = rel.lift(history, 5.0, enter=4.0)
-    assert history.count == 100 and history.seen == 600 and last == 0.0
+    assert history.count == 100 and history.seen == 600 and last == (0.0, SCORE_HISTORY)
 
+
+
+def test_the_alert_schema_names_every_history_that_can_lift_a_score() -> None:
+    schema = json.loads((Path(__file__).resolve().parent.parent / "edge_agent" / "schemas"
+                         / "alert.schema.json").read_text())
+    assert schema["properties"]["lifted_by"]["enum"] == [SCORE_HISTORY, *PART_HISTORIES, None]
+    assert "lifted_by" in schema["required"]

@@ -92,6 +92,8 @@ def test_record_format(records: tuple[dict, dict], recording: Path) -> None:
                             for r in rows), part
     assert learning["alerts"] and all(len(a["basis"]) == len(a["top_features"])
                                       for a in learning["alerts"])
+    # The learning pass has part histories: some alert says a history lifted its score.
+    assert {a["lifted_by"] for a in learning["alerts"]} - {None}
     assert rec["digest"] == pp.digest(rec)
     for kind in ("model_step", "detector_process"):
         assert rec["latency_us"][kind]["n"] > 0 and rec["latency_us"][kind]["median"] > 0
@@ -126,6 +128,13 @@ def test_compare_catches_one_flipped_bit(records: tuple[dict, dict]) -> None:
     moved["alerts"][0]["index"] += 1
     moved["digest"] = pp.digest(moved)
     summary = pp.compare(native, moved)
+    assert not summary["ok"] and summary["alert_decisions_matched"] < len(native["alerts"])
+
+    relabelled = copy.deepcopy(native)  # the same alert, said to be lifted by another history
+    first = relabelled["alerts"][0]
+    first["lifted_by"] = "level_history" if first["lifted_by"] is None else None
+    relabelled["digest"] = pp.digest(relabelled)
+    summary = pp.compare(native, relabelled)
     assert not summary["ok"] and summary["alert_decisions_matched"] < len(native["alerts"])
 
     adaptive = copy.deepcopy(native)  # one bit of one adaptive part of the learning pass

@@ -29,6 +29,7 @@ import csv
 import json
 import textwrap
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -44,9 +45,9 @@ from . import config as trainer_config
 from . import nab
 from .data import training_rows
 from .evaluate import (Evaluation, FileResult, LabelledStream, agent_settings, delay_summary,
-                       draw_file, evaluate_streams, load_models, metrics_dict, read_labelled,
-                       Trace, score_trace, settings_dict, stream_through, totals_line,
-                       write_outputs)
+                       draw_file, evaluate_streams, lift_label, load_models, metrics_dict,
+                       read_labelled, Trace, score_trace, settings_dict, stream_through,
+                       totals_line, write_outputs)
 
 Log = Callable[[str], None]
 
@@ -403,6 +404,16 @@ def detections(result: FileResult, model: str, with_updates: bool = False) -> np
     return trace_hits(result.traces[model], len(result.stream), with_updates)
 
 
+def detections_by_lift(trace: Trace, score: nab.FileScore) -> dict[str, dict[str, int]]:
+    """What put each counted detection (an alert ``start``) over the threshold — the
+    calibrated score or a history that lifted it (:func:`lift_label`) — for the windows it
+    caught (``tp``) and for its false positives (``fp``): which rule the alarms come from."""
+    lift = {row: lift_label(alert) for row, alert in trace.events if alert.type == "start"}
+    return {"tp": dict(Counter(lift[w.detection_row] for w in score.windows
+                               if w.detection_row is not None)),
+            "fp": dict(Counter(lift[fp.row] for fp in score.false_positives))}
+
+
 def trace_hits(trace: Trace, n_rows: int, with_updates: bool = False) -> np.ndarray:
     hits = np.zeros(n_rows, dtype=bool)
     kinds = {"start", "update"} if with_updates else {"start"}
@@ -586,6 +597,7 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
                     per_file[variant][kind][pname].append(fs)
                     if variant == "start" and pname == "standard":
                         row[kind] = _file_json(fs)
+                        row[kind]["by_lift"] = detections_by_lift(traces[kind], fs)
         labelled = _window_labels(per_file["start"]["int8"]["standard"][-1], len(f.values))
         stream.labels = labelled
         result.results = {kind: score_trace(stream, tr, detectors[kind].enter)
@@ -620,6 +632,9 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
                                 "over 2000 resamples of the files with replacement",
                       **{p: [round(lo, 1), round(hi, 1)] for p, (lo, hi) in spread.items()}},
         "folders": folder_totals([f.key for f in files], per_file["start"]),
+        "detections_by_lift": {kind: {outcome: _summed(row[kind]["by_lift"][outcome]
+                                                       for row in file_rows)
+                                      for outcome in ("tp", "fp")} for kind in models},
         "files_detail": file_rows,
         "published_standard": {name: values.get("standard") for name, values, _ in NAB_PUBLISHED},
         "train_seconds": round(train_seconds, 1),
@@ -641,6 +656,8 @@ def run_nab(data_dir: str | Path, labels: str | Path, *, out: str | Path,
         log("per folder (int8, each pooled on its own):")
         log(_folders_markdown(result_json["folders"]))
     log(_resampled_line(result_json))
+    log("what put the detections over the threshold (int8, standard):")
+    log(_lift_markdown(result_json["detections_by_lift"]["int8"]))
     upd = totals["start+update"]
     log("counting updates as detections too: standard "
         + ", ".join(f"{m} {upd[m]['standard'].normalised:.1f}" for m in models))
@@ -704,6 +721,24 @@ def _resampled_line(result: dict[str, Any]) -> str:
             + ", ".join(f"{p} {spread[p][0]:.1f} to {spread[p][1]:.1f}" for p in nab.PROFILES))
 
 
+def _summed(counts: Iterator[dict[str, int]]) -> dict[str, int]:
+    """Counts added up, most first."""
+    total: Counter[str] = Counter()
+    for c in counts:
+        total.update(c)
+    return dict(total.most_common())
+
+
+def _lift_markdown(by_lift: dict[str, dict[str, int]]) -> str:
+    """Windows caught and false positives (int8, standard) by what put the detection over
+    the threshold."""
+    names = sorted(set(by_lift["tp"]) | set(by_lift["fp"]),
+                   key=lambda n: -(by_lift["tp"].get(n, 0) + by_lift["fp"].get(n, 0)))
+    return "\n".join(["| over the threshold by | windows caught | false positives |",
+                      "|---|---|---|"] + [f"| {n} | {by_lift['tp'].get(n, 0)} | "
+                                          f"{by_lift['fp'].get(n, 0)} |" for n in names])
+
+
 def _folders_markdown(folders: dict[str, dict[str, Any]]) -> str:
     """The per-folder totals as a table: normalised scores under the three profiles (n/a for
     a folder without windows) and windows caught / missed / false positives."""
@@ -725,6 +760,11 @@ def _nab_markdown(result: dict[str, Any], board: str) -> str:
               "alert `start` fired."), "", board, "", _resampled_line(result), "",
              "## Per folder (int8, pooled like the whole run)", "",
              _folders_markdown(result["folders"]), "",
+             "## What put the detections over the threshold (int8, standard profile)", "",
+             ("`calibrated`: the score as the bundle calibrated it; `score_history`: the "
+              "stream's own history of its score lifted it (relative threshold); "
+              "`<part>_history`: that part's own history (`part_z`)."), "",
+             _lift_markdown(result["detections_by_lift"]["int8"]), "",
              "## Per file (standard profile)", "",
              ("| file | rows | probation | windows | int8 TP/FN/FP | int8 raw | "
               "float32 TP/FN/FP | float32 raw |"), "|---|---|---|---|---|---|---|---|"]

@@ -176,6 +176,7 @@ class Episode:
     updates: int
     peak: float
     started_by: str | None = None  # the part behind its start: the top feature's basis
+    lifted_by: str = "calibrated"  # what put its start over the threshold: lift_label
 
 
 def started_by(alert: Alert) -> str | None:
@@ -184,23 +185,31 @@ def started_by(alert: Alert) -> str | None:
     return alert.top_features[0].basis if alert.top_features else None
 
 
+def lift_label(alert: Alert) -> str:
+    """What set an alert's score: the history that lifted it (``score_history``, or with
+    ``part_z`` a part's, e.g. ``level_history``), or ``calibrated`` (the score as the bundle
+    calibrated it, not lifted: always so without a relative threshold)."""
+    return alert.lifted_by or "calibrated"
+
+
 def episodes(trace: Trace, n_rows: int) -> list[Episode]:
     found: list[Episode] = []
     open_: dict[str, Any] | None = None
     for row, alert in trace.events:
         if alert.type == "start":
             open_ = {"id": alert.alert_id, "start": row, "updates": 0, "peak": alert.score,
-                     "by": started_by(alert)}
+                     "by": started_by(alert), "lift": lift_label(alert)}
         elif open_ is not None and alert.type == "update":
             open_["updates"] += 1
             open_["peak"] = max(open_["peak"], alert.score)
         elif open_ is not None and alert.type == "end":
             found.append(Episode(open_["id"], open_["start"], row, True, open_["updates"],
-                                 max(open_["peak"], alert.peak_score), open_["by"]))
+                                 max(open_["peak"], alert.peak_score), open_["by"],
+                                 open_["lift"]))
             open_ = None
     if open_ is not None:
         found.append(Episode(open_["id"], open_["start"], n_rows, False, open_["updates"],
-                             open_["peak"], open_["by"]))
+                             open_["peak"], open_["by"], open_["lift"]))
     return found
 
 
@@ -361,7 +370,7 @@ def _model_json(result: ModelResult, stream: LabelledStream) -> dict[str, Any]:
                    for d in result.delays],
         "episodes": [{"alert_id": e.alert_id, "start_row": e.start_row, "end_row": e.end_row,
                       "closed": e.closed, "updates": e.updates, "peak": _rnd(e.peak),
-                      "started_by": e.started_by,
+                      "started_by": e.started_by, "lifted_by": e.lifted_by,
                       "started_at": float(stamps[e.start_row])} for e in result.episodes],
         "false_episodes": result.false_episodes,
         "fp_rows_false_episodes": result.fp_false_episode_rows,
@@ -380,6 +389,7 @@ def summary_json(ev: Evaluation) -> dict[str, Any]:
             "delays": delay_summary(ev.delays(kind)),
             "episodes": sum(len(f.results[kind].episodes) for f in ev.files),
             "episodes_by_part": episodes_by_part(ev, kind),
+            "episodes_by_lift": episodes_by_lift(ev, kind),
             "false_episodes": sum(f.results[kind].false_episodes for f in ev.files),
             "fp_rows_false_episodes": sum(f.results[kind].fp_false_episode_rows
                                           for f in ev.files),
@@ -407,6 +417,13 @@ def episodes_by_part(ev: Evaluation, kind: str) -> dict[str, int]:
     """How many of a model's episodes each part of the score started (most first)."""
     counts = Counter(e.started_by or "unknown" for f in ev.files
                      for e in f.results[kind].episodes)
+    return dict(counts.most_common())
+
+
+def episodes_by_lift(ev: Evaluation, kind: str) -> dict[str, int]:
+    """How many of a model's episodes each history lifted over the threshold, or the
+    calibrated score alone (most first; see :func:`lift_label`)."""
+    counts = Counter(e.lifted_by for f in ev.files for e in f.results[kind].episodes)
     return dict(counts.most_common())
 
 
@@ -446,10 +463,13 @@ def summary_markdown(ev: Evaluation, title: str = "Evaluation") -> str:
             lines.append(f"| {kind} | {pred} | {p.precision:.3f} | {p.recall:.3f} | "
                          f"{p.f1:.3f} | {_pct(p.far)} | {_pct(p.mar)} | " + tail)
     for kind in ev.models:
-        parts = episodes_by_part(ev, kind)
-        if parts:
-            lines += ["", f"Episodes by the part of the score that started them ({kind}): "
-                      + ", ".join(f"{name} {n}" for name, n in parts.items()) + "."]
+        for what, counts in (("the part of the score that started them",
+                              episodes_by_part(ev, kind)),
+                             ("what put their start over the threshold",
+                              episodes_by_lift(ev, kind))):
+            if set(counts) - {"calibrated"}:  # (said only where a history lifted any)
+                lines += ["", f"Episodes by {what} ({kind}): "
+                          + ", ".join(f"{name} {n}" for name, n in counts.items()) + "."]
     lines += ["", "## Per file (alarm = episode open)", "",
               "Delay: from the labelled segment's first row to the first alarm in it; "
               "\"open before\": an episode that started before the segment was still open.", "",
