@@ -35,13 +35,11 @@ if str(ROOT) not in sys.path:
 
 from edge_agent.bundle import load_bundle  # noqa: E402
 from edge_agent.detector import Detector  # noqa: E402
-from edge_agent.history import PART_HISTORIES, SCORE_HISTORY  # noqa: E402
 from trainer import nab  # noqa: E402
 from trainer.benchmarks import (NAB_AGENT, detections_by_lift, file_stream,  # noqa: E402
                                 nab_files, trace_hits)
-from trainer.evaluate import agent_settings, load_models, stream_through  # noqa: E402
+from trainer.evaluate import LIFTS, agent_settings, load_models, stream_through  # noqa: E402
 
-LIFTS = ("calibrated", SCORE_HISTORY, *PART_HISTORIES)
 COLUMNS = ("files", "false alarms", *(f"by {name}" for name in LIFTS), "missed windows",
            "never over the threshold", "inside an earlier episode", "crossed briefly")
 

@@ -521,12 +521,13 @@ def test_nab_runner_trains_per_file_on_probation_rows_and_scores_all_profiles(
     tiny["scoring"]["threshold"] = {"relative": relative}
     config.write_text(yaml.safe_dump(tiny))
     lifted = benchmarks.run_nab(data, labels, out=tmp_path / "relative", config=config,
-                                reuse=out / "bundles", recalibrate=True, plots=False,
+                                reuse=out / "bundles", recalibrate=True, plots=True,
                                 log=lambda line: None)
     for f in ("shift", "jump"):
         threshold = load_bundle(tmp_path / "relative" / "bundles" / f).manifest.scoring.threshold
         assert threshold.relative is not None
         assert threshold.relative.model_dump(include=set(relative)) == relative
+        assert (tmp_path / "relative" / "plots" / f"{f}.png").is_file()  # starts marked by lift
     int8 = lifted["detections_by_lift"]["int8"]
     standard = lifted["totals"]["start"]["int8"]["standard"]
     assert (sum(int8["tp"].values()), sum(int8["fp"].values())) == (standard["tp"],

@@ -40,6 +40,7 @@ from edge_agent.config import AgentConfig, load as load_agent_config
 from edge_agent.csvdata import CsvSpec, expand_sources, read_csv
 from edge_agent.detector import Alert, Detector, DetectorSettings
 from edge_agent.errors import BundleError, DataError
+from edge_agent.history import PART_HISTORIES, SCORE_HISTORY
 from edge_agent.model import StatefulModel
 
 from .metrics import (DetectionDelay, PointMetrics, anomaly_segments, detection_delays,
@@ -183,6 +184,10 @@ def started_by(alert: Alert) -> str | None:
     """Which part of the score raised an alert: the basis of its top feature (``forecast``,
     ``baseline``, ``season`` or ``adaptive``; ``None`` without contributions)."""
     return alert.top_features[0].basis if alert.top_features else None
+
+
+#: Every :func:`lift_label`, in a fixed order (tables, plot markers).
+LIFTS = ("calibrated", SCORE_HISTORY, *PART_HISTORIES)
 
 
 def lift_label(alert: Alert) -> str:
@@ -574,6 +579,14 @@ def draw_file(path: Path, result: FileResult, enter: float, exit: float,
     for ep in eps:
         ax.axvspan(ep.start_row, ep.end_row, ymin=0.0, ymax=0.04, color="tab:orange", lw=0)
         ax.axvline(ep.start_row, color="tab:orange", lw=0.8)
+    if any(ep.lifted_by != "calibrated" for ep in eps):  # which rule opened each episode
+        start_scores = result.traces[first_model].scores
+        for name, marker in zip(LIFTS, "o^vsDP"):
+            starts = [ep.start_row for ep in eps if ep.lifted_by == name]
+            if starts:
+                ax.scatter(starts, start_scores[starts], marker=marker, s=22, zorder=3,
+                           color="tab:orange", edgecolors="k", linewidths=0.4,
+                           label=f"start: {name}")
     ax.axhline(enter, color="tab:red", lw=1, label=f"enter {enter:.2f}")
     ax.axhline(exit, color="tab:red", lw=1, ls=":", label=f"exit {exit:.2f}")
     ax.set_yscale("log")
