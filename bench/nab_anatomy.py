@@ -38,7 +38,8 @@ from edge_agent.detector import Detector  # noqa: E402
 from trainer import nab  # noqa: E402
 from trainer.benchmarks import (NAB_AGENT, detections_by_lift, file_stream,  # noqa: E402
                                 nab_files, trace_hits)
-from trainer.evaluate import LIFTS, agent_settings, load_models, stream_through  # noqa: E402
+from edge_agent.history import LIFTS  # noqa: E402
+from trainer.evaluate import agent_settings, load_models, stream_through  # noqa: E402
 
 COLUMNS = ("files", "false alarms", *(f"by {name}" for name in LIFTS), "missed windows",
            "never over the threshold", "inside an earlier episode", "crossed briefly")

@@ -29,7 +29,7 @@ import numpy as np
 from . import alerts as episodes
 from .alerts import AlertSettings, EventType
 from .bundle import Bundle, Scoring
-from .history import Relative
+from .history import CALIBRATED, Relative
 from .model import StatefulModel
 from .normalise import Baseline, Normaliser, Scale, Vector
 from .scoring import Scorer, ScoreState
@@ -80,6 +80,12 @@ class Alert:
     reason: str | None = None
     lifted_by: str | None = None  # which history lifted ``score`` over its calibrated value
     #                               (``history.SCORE_HISTORY`` or a part's); None: not lifted
+
+    @property
+    def lift_label(self) -> str:
+        """What set the score, for counting: ``lifted_by``, or ``calibrated`` when no history
+        lifted it (always so without a relative threshold); one of ``history.LIFTS``."""
+        return self.lifted_by or CALIBRATED
 
 
 class Outcome(NamedTuple):

@@ -53,6 +53,10 @@ PARTS = ("forecast", "level", "season", "adaptive")
 #: What lifted a score (an alert's ``lifted_by``): the score's own history, or a part's.
 SCORE_HISTORY = "score_history"
 PART_HISTORIES = tuple(f"{part}_history" for part in PARTS)
+#: A score no history lifted (``lifted_by`` null), where alerts are counted by what lifted
+#: them; :data:`LIFTS` are all such labels, in a fixed order (tables, metrics, plots).
+CALIBRATED = "calibrated"
+LIFTS = (CALIBRATED, SCORE_HISTORY, *PART_HISTORIES)
 
 
 @dataclass(slots=True)

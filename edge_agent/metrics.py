@@ -12,6 +12,7 @@ import logging
 from typing import Any, Callable, Iterator
 
 from .errors import ConfigError
+from .history import LIFTS
 from .stats import LATENCY_BUCKETS
 
 log = logging.getLogger("edge_agent.metrics")
@@ -51,6 +52,12 @@ class AgentCollector:
         for kind in ("start", "update", "end"):
             alerts.add_metric([kind], s["alerts"].get(kind, 0))
         yield alerts
+        starts = CounterMetricFamily(
+            "edge_agent_alert_starts", "episodes opened, by what put the score over the "
+            "threshold (calibrated, or the history that lifted it)", labels=["lifted_by"])
+        for lift in LIFTS:
+            starts.add_metric([lift], s["alert_starts_by_lift"].get(lift, 0))
+        yield starts
         for name, help_text, value in (
                 ("queue_depth", "readings waiting for the worker", s["queue_depth"]),
                 ("streams", "streams with state", s["streams"]),

@@ -32,6 +32,7 @@ class Stats:
     processed: int = 0
     admission: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
+    starts_by_lift: Counter[str] = field(default_factory=Counter)  # Alert.lift_label of starts
     step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
@@ -62,5 +63,6 @@ class Stats:
             "dropped_by_stream": dict(self.dropped.most_common(20)),
             "admission": dict(self.admission),
             "alerts": dict(self.alerts),
+            "alert_starts_by_lift": dict(self.starts_by_lift),
             "latency_us": self.latency_percentiles(),
         }

@@ -280,6 +280,8 @@ class Worker:
         self.output.publish_alert(alert.alert_id, alert.type, self.topics.alerts(alert.stream_id),
                                   encode(payload))
         self.stats.alerts[alert.type] += 1
-        log.info("alert %s %s stream=%s score=%.2f top=%s", alert.type, alert.alert_id[:8],
-                 alert.stream_id, alert.score,
+        if alert.type == "start":  # which rule opens the episodes, for tuning in the field
+            self.stats.starts_by_lift[alert.lift_label] += 1
+        log.info("alert %s %s stream=%s score=%.2f by=%s top=%s", alert.type,
+                 alert.alert_id[:8], alert.stream_id, alert.score, alert.lift_label,
                  ",".join(c.feature for c in alert.top_features) or "-")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 
 import json
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -250,8 +251,11 @@ def test_evaluation_alerts_are_what_the_worker_publishes(labelled_dir: Path, tmp
         worker.handle(Item("r2/wrist", "robots/r2/joints/wrist/t", {}, row, float(ts), 0.0,
                            i, 1))
     assert [(a["type"], a["at"], a["alert_id"], a["lifted_by"]) for a in out.alerts] == expected
-    # With the part histories on, the payloads say which history lifted a score.
+    # With the part histories on, the payloads say which history lifted a score; the
+    # worker counts the episodes it opened by it.
     assert any(e[3] is not None for e in expected) == optional_parts
+    starts = [e[3] or "calibrated" for e in expected if e[0] == "start"]
+    assert worker.stats.starts_by_lift == Counter(starts)
 
 
 # -- SKAB ---------------------------------------------------------------------------------------

@@ -209,13 +209,17 @@ def test_status_stats_and_prometheus(broker: Mosquitto, tmp_path: Path) -> None:
     for line in ("edge_agent_processed_total 1000.0", 'edge_agent_rejected_total{reason='
                  '"invalid_json"} 1.0', 'edge_agent_alerts_total{type="start"} 1.0',
                  "edge_agent_streams 1.0", 'edge_agent_processing_seconds_bucket{le="+Inf"} 1000.0',
-                 'edge_agent_info{bundle="robot-joint-demo"'):
+                 'edge_agent_info{bundle="robot-joint-demo"',
+                 # the demo bundle has no relative threshold: its one episode is calibrated
+                 'edge_agent_alert_starts_total{lifted_by="calibrated"} 1.0',
+                 'edge_agent_alert_starts_total{lifted_by="level_history"} 0.0'):
         assert line in metrics, line
     assert "process_resident_memory_bytes" in metrics
     body = recorder.on(STATS)[-1].json()
     for key in ("received", "rejected", "dropped", "queue_depth", "streams", "alerts",
                 "latency_us", "uptime_s", "bundle_sha256"):
         assert key in body
+    assert body["alert_starts_by_lift"] == {"calibrated": body["alerts"]["start"]}
     assert set(body["latency_us"]) == {"p50", "p90", "p99"}
     status = recorder.on(STATUS)[-1]
     document = status.json()

@@ -45,9 +45,9 @@ from . import config as trainer_config
 from . import nab
 from .data import training_rows
 from .evaluate import (Evaluation, FileResult, LabelledStream, agent_settings, delay_summary,
-                       draw_file, evaluate_streams, lift_label, load_models, metrics_dict,
-                       read_labelled, Trace, score_trace, settings_dict, stream_through,
-                       totals_line, write_outputs)
+                       draw_file, evaluate_streams, load_models, metrics_dict, read_labelled,
+                       Trace, score_trace, settings_dict, stream_through, totals_line,
+                       write_outputs)
 
 Log = Callable[[str], None]
 
@@ -406,9 +406,9 @@ def detections(result: FileResult, model: str, with_updates: bool = False) -> np
 
 def detections_by_lift(trace: Trace, score: nab.FileScore) -> dict[str, dict[str, int]]:
     """What put each counted detection (an alert ``start``) over the threshold — the
-    calibrated score or a history that lifted it (:func:`lift_label`) — for the windows it
+    calibrated score or a history that lifted it (``Alert.lift_label``) — for the windows it
     caught (``tp``) and for its false positives (``fp``): which rule the alarms come from."""
-    lift = {row: lift_label(alert) for row, alert in trace.events if alert.type == "start"}
+    lift = {row: alert.lift_label for row, alert in trace.events if alert.type == "start"}
     return {"tp": dict(Counter(lift[w.detection_row] for w in score.windows
                                if w.detection_row is not None)),
             "fp": dict(Counter(lift[fp.row] for fp in score.false_positives))}

@@ -40,7 +40,7 @@ from edge_agent.config import AgentConfig, load as load_agent_config
 from edge_agent.csvdata import CsvSpec, expand_sources, read_csv
 from edge_agent.detector import Alert, Detector, DetectorSettings
 from edge_agent.errors import BundleError, DataError
-from edge_agent.history import PART_HISTORIES, SCORE_HISTORY
+from edge_agent.history import CALIBRATED, LIFTS
 from edge_agent.model import StatefulModel
 
 from .metrics import (DetectionDelay, PointMetrics, anomaly_segments, detection_delays,
@@ -177,7 +177,7 @@ class Episode:
     updates: int
     peak: float
     started_by: str | None = None  # the part behind its start: the top feature's basis
-    lifted_by: str = "calibrated"  # what put its start over the threshold: lift_label
+    lifted_by: str = CALIBRATED  # what put its start over the threshold: Alert.lift_label
 
 
 def started_by(alert: Alert) -> str | None:
@@ -186,15 +186,6 @@ def started_by(alert: Alert) -> str | None:
     return alert.top_features[0].basis if alert.top_features else None
 
 
-#: Every :func:`lift_label`, in a fixed order (tables, plot markers).
-LIFTS = ("calibrated", SCORE_HISTORY, *PART_HISTORIES)
-
-
-def lift_label(alert: Alert) -> str:
-    """What set an alert's score: the history that lifted it (``score_history``, or with
-    ``part_z`` a part's, e.g. ``level_history``), or ``calibrated`` (the score as the bundle
-    calibrated it, not lifted: always so without a relative threshold)."""
-    return alert.lifted_by or "calibrated"
 
 
 def episodes(trace: Trace, n_rows: int) -> list[Episode]:
@@ -203,7 +194,7 @@ def episodes(trace: Trace, n_rows: int) -> list[Episode]:
     for row, alert in trace.events:
         if alert.type == "start":
             open_ = {"id": alert.alert_id, "start": row, "updates": 0, "peak": alert.score,
-                     "by": started_by(alert), "lift": lift_label(alert)}
+                     "by": started_by(alert), "lift": alert.lift_label}
         elif open_ is not None and alert.type == "update":
             open_["updates"] += 1
             open_["peak"] = max(open_["peak"], alert.score)
@@ -427,7 +418,7 @@ def episodes_by_part(ev: Evaluation, kind: str) -> dict[str, int]:
 
 def episodes_by_lift(ev: Evaluation, kind: str) -> dict[str, int]:
     """How many of a model's episodes each history lifted over the threshold, or the
-    calibrated score alone (most first; see :func:`lift_label`)."""
+    calibrated score alone (most first; see ``Alert.lift_label``)."""
     counts = Counter(e.lifted_by for f in ev.files for e in f.results[kind].episodes)
     return dict(counts.most_common())
 
@@ -472,7 +463,7 @@ def summary_markdown(ev: Evaluation, title: str = "Evaluation") -> str:
                               episodes_by_part(ev, kind)),
                              ("what put their start over the threshold",
                               episodes_by_lift(ev, kind))):
-            if set(counts) - {"calibrated"}:  # (said only where a history lifted any)
+            if set(counts) - {CALIBRATED}:  # (said only where a history lifted any)
                 lines += ["", f"Episodes by {what} ({kind}): "
                           + ", ".join(f"{name} {n}" for name, n in counts.items()) + "."]
     lines += ["", "## Per file (alarm = episode open)", "",
@@ -579,7 +570,7 @@ def draw_file(path: Path, result: FileResult, enter: float, exit: float,
     for ep in eps:
         ax.axvspan(ep.start_row, ep.end_row, ymin=0.0, ymax=0.04, color="tab:orange", lw=0)
         ax.axvline(ep.start_row, color="tab:orange", lw=0.8)
-    if any(ep.lifted_by != "calibrated" for ep in eps):  # which rule opened each episode
+    if any(ep.lifted_by != CALIBRATED for ep in eps):  # which rule opened each episode
         start_scores = result.traces[first_model].scores
         for name, marker in zip(LIFTS, "o^vsDP"):
             starts = [ep.start_row for ep in eps if ep.lifted_by == name]
