@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 from edge_agent.bundle import AdaptiveScoring, Bundle, load_bundle  # noqa: E402
 from edge_agent.detector import Detector, DetectorSettings  # noqa: E402
-from edge_agent.learning import with_learning_parts  # noqa: E402
+from edge_agent.learning import with_learning_parts, with_relative  # noqa: E402
 from edge_agent.model import StatefulModel  # noqa: E402
 from edge_agent.scoring import ScoreState  # noqa: E402
 from edge_agent.simulator import simulate  # noqa: E402
@@ -53,11 +53,9 @@ def with_adaptive(bundle: Bundle, order: int) -> Bundle:
 
 def without_part_histories(bundle: Bundle) -> Bundle:
     """``bundle`` (with a relative threshold) judging only the score against its history."""
-    threshold = bundle.manifest.scoring.threshold
-    assert threshold.relative is not None
-    scoring = bundle.manifest.scoring.model_copy(update={"threshold": threshold.model_copy(
-        update={"relative": threshold.relative.model_copy(update={"part_z": None})})})
-    return bundle.with_scoring(scoring)
+    relative = bundle.manifest.scoring.threshold.relative
+    assert relative is not None
+    return with_relative(bundle, relative.model_copy(update={"part_z": None}))
 
 
 def process_call(bundle: Bundle, rows: list[list[float]], stamps: list[float], warm: int

@@ -13,6 +13,14 @@ from __future__ import annotations
 from .bundle import AdaptiveScoring, Bundle, RelativeThreshold, SeasonalScoring
 
 
+def with_relative(bundle: Bundle, relative: RelativeThreshold | None) -> Bundle:
+    """``bundle`` with another relative threshold (``None``: without one), the rest of its
+    scoring as it is: the same model judged with and without a history, side by side."""
+    scoring = bundle.manifest.scoring
+    return bundle.with_scoring(scoring.model_copy(update={
+        "threshold": scoring.threshold.model_copy(update={"relative": relative})}))
+
+
 def with_learning_parts(bundle: Bundle) -> Bundle:
     """``bundle`` with a level rebase (that widens the scale of a noisier new level), a
     seasonal part of a 10 s period in 100 slots (simulated readings come every 0.1 s, not

@@ -11,7 +11,7 @@ Subcommands::
     pi_parity.py run --csv IN.csv --out OUT.json [--bundle DIR]  # on each machine
     pi_parity.py compare NATIVE.json EMULATED.json [--strict] [--summary S.json]
 
-What a record holds (``format`` = ``edge-anomaly-pi-parity/2``):
+What a record holds (``format`` = ``edge-anomaly-pi-parity/3``):
 
 * ``outputs``: the int8 model's raw outputs (``StatefulModel.run`` on the normalised
   inputs), one list per reading of float32 bit patterns as 8 hex digits;
@@ -20,7 +20,8 @@ What a record holds (``format`` = ``edge-anomaly-pi-parity/2``):
 * ``detector``: for every reading, the detector's own next-step forecast, its ``expected``
   values in raw units and its smoothed score (float64 bits, or null while warming up), and its
   status;
-* ``alerts``: every alert event with its type, id, reading index, time and score;
+* ``alerts``: every alert event with its type, id, reading index, time, score and what
+  lifted the score (``lifted_by``);
 * ``learning``: ``detector`` and ``alerts`` again for the same bundle with every part that
   learns per stream switched on (:mod:`edge_agent.learning`), each reading's level, seasonal
   and adaptive parts per feature too, and each alert's bases; compared bit for bit, scores
@@ -47,7 +48,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-FORMAT = "edge-anomaly-pi-parity/2"
+FORMAT = "edge-anomaly-pi-parity/3"
 ROOT = Path(__file__).resolve().parent.parent
 #: Keys of a record that must be identical on every machine (``digest`` covers them).
 COMPARED = ("input", "bundle", "outputs", "forecasts", "detector", "alerts", "learning")

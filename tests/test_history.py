@@ -8,21 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import Bundle, RelativeThreshold, load_bundle
+from edge_agent.bundle import RelativeThreshold, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.history import PART_HISTORIES, PARTS, SCORE_HISTORY, Relative, ScoreHistory
+from edge_agent.learning import with_relative
 from edge_agent.model import StatefulModel
 from edge_agent.simulator import Fault, simulate
 from tests.conftest import DEMO_BUNDLE, with_optional_parts
 
 PARAMS = RelativeThreshold(window=5, z=2.5, min_history=50)
-
-
-def with_relative(bundle: Bundle, relative: RelativeThreshold | None) -> Bundle:
-    """The bundle with another relative threshold (None: without one)."""
-    scoring = bundle.manifest.scoring
-    return bundle.with_scoring(scoring.model_copy(update={
-        "threshold": scoring.threshold.model_copy(update={"relative": relative})}))
 
 
 def lifted(scores: np.ndarray, enter: float, params: RelativeThreshold = PARAMS) -> np.ndarray:
