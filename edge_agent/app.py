@@ -336,6 +336,7 @@ class Agent:
     def stats_snapshot(self) -> dict[str, Any]:
         snapshot = self.stats.snapshot()
         snapshot.update(queue_depth=len(self.queue), streams=len(self.worker.streams),
+                        streams_beyond_range=len(self.worker.beyond_range),
                         bundle_sha256=self.bundle.sha256, connected=self.link.connected.is_set(),
                         reconnects=max(0, self.link.connects - 1),
                         outbox_pending=len(self.outbox), outbox_dropped=self.outbox.dropped)

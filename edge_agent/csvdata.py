@@ -151,8 +151,9 @@ def _choose_columns(header: list[str], first_row: list[str] | None, spec: CsvSpe
     else:
         ts_col = spec.timestamp_column
         if ts_col is not None and ts_col not in seen:
-            raise DataError(f"missing timestamp column {ts_col!r} (header has {header})",
-                            file=path, row=1)
+            raise DataError(f"missing timestamp column {ts_col!r} (header has {header}; "
+                            f"the timestamp column may also be 'auto', which finds "
+                            f"{'/'.join(TIMESTAMP_NAMES)}, or null for none)", file=path, row=1)
     labels = [name for name in spec.label_columns if name in seen]
     if spec.features is not None:
         missing = [name for name in spec.features if name not in seen]

@@ -112,6 +112,21 @@ class Outcome(NamedTuple):
         return self.scale.inverse(self.prediction)
 
 
+def range_note(beyond: Sequence[tuple[str, float]], clip: float) -> str:
+    """One line on the features a stream runs beyond the model's range on, and what to do.
+
+    >>> range_note([("flow", -54.7)], 10.0)
+    "flow (-55σ): usually this far from the training mean, beyond the inputs' clip at ±10σ, so the model cannot see it move; train on this machine's history or set normalisation.per_stream: true"
+    >>> range_note([("a", 12.0), ("b", -30.0), ("c", 11.0)], 10.0)[:36]
+    'a (+12σ), b (-30σ) and c (+11σ): usu'
+    """
+    items = [f"{name} ({z:+.0f}σ)" for name, z in beyond]
+    named = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return (f"{named}: usually this far from the training mean, beyond the inputs' clip at "
+            f"±{clip:g}σ, so the model cannot see {'it' if len(items) == 1 else 'them'} move; "
+            f"train on this machine's history or set normalisation.per_stream: true")
+
+
 def on_clock(scoring: Scoring, zone: str | None) -> Scoring:
     """The bundle's scoring with its seasonal slots on ``zone``'s clock, if a zone is given.
     The clock is a deployment's choice: profiles are learned on the device, so a model trained
@@ -195,6 +210,16 @@ class Detector:
         if not self.normaliser.per_stream:
             state.scale = self.normaliser.global_scale
         return state
+
+    def beyond_range(self, state: StreamState) -> list[tuple[str, float]]:
+        """The features this stream runs beyond the model's range on, once its baseline is
+        complete: each name with its usual value's distance from the training mean in
+        training spreads (:meth:`Normaliser.beyond_range`). The model cannot judge those
+        features there; the agent warns, and the evaluation says so per file."""
+        baseline = state.baseline
+        if baseline is None or state.anchor is None:
+            return []
+        return [(self.features[i], z) for i, z in self.normaliser.beyond_range(baseline)]
 
     def reset(self, state: StreamState) -> Alert | None:
         """Start the stream over (LSTM state, warm-up, score memory); keep its baseline,

@@ -61,6 +61,8 @@ class AgentCollector:
         for name, help_text, value in (
                 ("queue_depth", "readings waiting for the worker", s["queue_depth"]),
                 ("streams", "streams with state", s["streams"]),
+                ("streams_beyond_range", "streams whose usual values lie beyond the range the "
+                 "model was trained on (it cannot judge them there)", s["streams_beyond_range"]),
                 ("outbox_pending", "alerts waiting for the broker's acknowledgement",
                  s["outbox_pending"]),
                 ("connected", "1 while connected to the broker", int(s["connected"])),

@@ -123,3 +123,27 @@ class Normaliser:
     def scale_from(self, baseline: Baseline) -> Scale:
         """The scale of a stream whose baseline is complete."""
         return Scale(np.array(baseline.mean), baseline.std(self.min_std), self.params.clip)
+
+    def beyond_range(self, baseline: Baseline) -> list[tuple[int, float]]:
+        """Features whose usual value on a stream (its baseline mean) lies ``clip`` or more
+        training spreads from the training mean, each with that distance in spreads.
+
+        With the training set's scale such a feature's inputs are clipped to a near-constant,
+        so the model cannot see it move: neither the forecast nor the level part can tell a
+        fault there from normal. A stream scaled by its own baseline (``per_stream``) is
+        centred on it by construction: nothing to report.
+
+        >>> from edge_agent.bundle import Normalisation
+        >>> n = Normaliser(Normalisation(mean=[0.0, 100.0], std=[1.0, 2.0], clip=10.0,
+        ...                              min_std=[1e-3, 1e-3], baseline_readings=2))
+        >>> b = Baseline.empty(2)
+        >>> b.add([0.5, 40.0]); b.add([1.5, 40.0])
+        >>> n.beyond_range(b)
+        [(1, -30.0)]
+        """
+        if self.per_stream or baseline.count == 0:
+            return []
+        params = self.params
+        return [(i, z) for i, (m, mean, std) in enumerate(zip(baseline.mean, params.mean,
+                                                              params.std))
+                if abs(z := (m - mean) / std) >= params.clip]

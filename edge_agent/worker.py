@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Protocol
 
 from . import snapshots
-from .detector import Alert, Detector
+from .detector import Alert, Detector, range_note
 from .homeassistant import Discovery
+from .logs import RateLimitedLog
 from .payloads import Topics, alert_payload, encode
 from .snapshots import Restored, encode_stream
 from .stats import Stats
@@ -31,6 +32,7 @@ from .streams import Admission, StreamState
 log = logging.getLogger("edge_agent.worker")
 SMALL_BATCH = 64  # after a batch smaller than this the worker lets readings gather ...
 GATHER_S = 0.002  # ... for this long: one wake-up per reading costs more than the wait
+RANGE_WARNING_INTERVAL_S = 60.0  # streams beyond the model's range: one warning a minute
 
 
 class Item(NamedTuple):
@@ -98,6 +100,11 @@ class Worker:
         self._next_expiry_check = time.monotonic()
         self.routes: dict[str, tuple[str, dict[str, str]]] = {}
         self.statuses: dict[str, str] = {}
+        # streams whose usual values lie beyond the model's range (Detector.beyond_range),
+        # among those checked once their baseline was complete
+        self.beyond_range: dict[str, list[tuple[str, float]]] = {}
+        self._range_checked: set[str] = set()
+        self._range_log = RateLimitedLog(log, RANGE_WARNING_INTERVAL_S)
         self.heartbeat = time.monotonic()
         self._snapshot_wanted = threading.Event()
         # temporary snapshot files written by this thread, for the main thread to commit
@@ -163,8 +170,10 @@ class Worker:
             ended = self.detector.reset(state)
             if ended is not None:
                 self.publish_alert(ended)
-            for table in (self.routes, self.statuses, self.last_seen, self.last_score):
+            for table in (self.routes, self.statuses, self.last_seen, self.last_score,
+                          self.beyond_range):
                 table.pop(stream_id, None)
+            self._range_checked.discard(stream_id)
             self.output.publish(self.topics.status(stream_id), b"", 1, True)
             if self.discovery is not None and self.remove_expired_entities:
                 for topic in self.discovery.config_topics(stream_id):
@@ -198,6 +207,8 @@ class Worker:
                 self.publish_alert(ended)
             self.streams[stream_id] = detector.new_stream(stream_id)
         self.detector = detector
+        self.beyond_range.clear()  # the new model's range: every stream is checked again
+        self._range_checked.clear()
         manifest = detector.bundle.manifest
         self._model_name, self._model_sha = manifest.name, manifest.model.sha256
         done.set()
@@ -256,6 +267,8 @@ class Worker:
         outcome = self.detector.process(state, item.values, item.ts if own_ts else item.arrival,
                                         own_ts)
         self.stats.observe(time.perf_counter() - started)
+        if stream_id not in self._range_checked and state.anchor is not None:
+            self.check_range(stream_id, state)
         if outcome.admission is not Admission.ACCEPT:
             self.stats.admission[outcome.admission.value] += 1
         for alert in outcome.alerts:
@@ -272,6 +285,19 @@ class Worker:
                      "status": outcome.status}), 0, False)
         self.stats.processed += 1
         self.output.ack(item.mid, item.qos)
+
+    def check_range(self, stream_id: str, state: StreamState) -> None:
+        """Once a stream's baseline is complete (or its state was restored, or the model
+        changed): does it run where the model was trained? A stream that does not is kept
+        in :attr:`beyond_range` (the stats count them) and named in a warning."""
+        self._range_checked.add(stream_id)
+        beyond = self.detector.beyond_range(state)
+        if beyond:
+            self.beyond_range[stream_id] = beyond
+            self._range_log.warning(
+                "beyond_range", "stream %s (%d stream(s) beyond the model's range so far): %s",
+                stream_id, len(self.beyond_range),
+                range_note(beyond, self.detector.normaliser.params.clip))
 
     def publish_alert(self, alert: Alert) -> None:
         topic, fields = self.routes.get(alert.stream_id, ("", {}))

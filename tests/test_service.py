@@ -208,7 +208,8 @@ def test_status_stats_and_prometheus(broker: Mosquitto, tmp_path: Path) -> None:
     metrics = text.decode()
     for line in ("edge_agent_processed_total 1000.0", 'edge_agent_rejected_total{reason='
                  '"invalid_json"} 1.0', 'edge_agent_alerts_total{type="start"} 1.0',
-                 "edge_agent_streams 1.0", 'edge_agent_processing_seconds_bucket{le="+Inf"} 1000.0',
+                 "edge_agent_streams 1.0", "edge_agent_streams_beyond_range 0.0",
+                 'edge_agent_processing_seconds_bucket{le="+Inf"} 1000.0',
                  'edge_agent_info{bundle="robot-joint-demo"',
                  # the demo bundle has no relative threshold: its one episode is calibrated
                  'edge_agent_alert_starts_total{lifted_by="calibrated"} 1.0',
@@ -220,6 +221,7 @@ def test_status_stats_and_prometheus(broker: Mosquitto, tmp_path: Path) -> None:
                 "latency_us", "uptime_s", "bundle_sha256"):
         assert key in body
     assert body["alert_starts_by_lift"] == {"calibrated": body["alerts"]["start"]}
+    assert body["streams_beyond_range"] == 0  # the simulated joints run where it was trained
     assert set(body["latency_us"]) == {"p50", "p90", "p99"}
     status = recorder.on(STATUS)[-1]
     document = status.json()

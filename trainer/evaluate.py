@@ -38,7 +38,7 @@ from edge_agent.app import detector_settings
 from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.config import AgentConfig, load as load_agent_config
 from edge_agent.csvdata import CsvSpec, expand_sources, read_csv
-from edge_agent.detector import Alert, Detector, DetectorSettings
+from edge_agent.detector import Alert, Detector, DetectorSettings, range_note
 from edge_agent.errors import BundleError, DataError
 from edge_agent.history import CALIBRATED, LIFTS
 from edge_agent.model import StatefulModel
@@ -140,6 +140,9 @@ class Trace:
     scores: np.ndarray  # smoothed score (NaN while warming up)
     warming: np.ndarray  # bool: status "warming_up" after the row
     events: list[tuple[int, Alert]]  # (row, alert) in order
+    # features the stream ran beyond the model's range on (Detector.beyond_range), with
+    # their distance from the training mean in training spreads
+    beyond_range: list[tuple[str, float]] = field(default_factory=list)
 
 
 def stream_through(detector: Detector, stream: LabelledStream, stream_id: str | None = None
@@ -162,7 +165,8 @@ def stream_through(detector: Detector, stream: LabelledStream, stream_id: str | 
             scores[i] = outcome.score
         for alert in outcome.alerts:
             events.append((i, alert))
-    return Trace(detector.model.spec.kind, alarm, scores, warming, events)
+    return Trace(detector.model.spec.kind, alarm, scores, warming, events,
+                 detector.beyond_range(state))
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,12 @@ class FileResult:
     traces: dict[str, Trace]
     results: dict[str, ModelResult]
 
+    @property
+    def beyond_range(self) -> list[tuple[str, float]]:
+        """What the stream ran beyond the model's range on (the same for every model: it
+        depends on the normalisation alone)."""
+        return next(iter(self.traces.values())).beyond_range
+
 
 @dataclass
 class Evaluation:
@@ -314,6 +324,7 @@ def evaluate_streams(bundle: Bundle, streams: Sequence[LabelledStream],
     features = list(bundle.manifest.features)
     detectors = {kind: Detector(bundle, model, settings) for kind, model in loaded.items()}
     probe = next(iter(detectors.values()))
+    clip = bundle.manifest.normalisation.clip
     files = []
     for i, stream in enumerate(streams, 1):
         if stream.features != features:
@@ -321,10 +332,13 @@ def evaluate_streams(bundle: Bundle, streams: Sequence[LabelledStream],
                             file=stream.path)
         traces = {kind: stream_through(det, stream) for kind, det in detectors.items()}
         results = {kind: score_trace(stream, trace, probe.enter) for kind, trace in traces.items()}
-        files.append(FileResult(stream, traces, results))
+        result = FileResult(stream, traces, results)
+        files.append(result)
         log(f"[{i}/{len(streams)}] {stream.name}: {len(stream)} rows; "
             + "; ".join(_brief(kind, r) for kind, r in results.items())
             + f" ({time.perf_counter() - started:.1f} s)")
+        if result.beyond_range:
+            log(f"      {stream.name}: " + range_note(result.beyond_range, clip))
     return Evaluation(bundle, settings, probe.enter, probe.exit, files, list(models),
                       time.perf_counter() - started)
 
@@ -403,6 +417,7 @@ def summary_json(ev: Evaluation) -> dict[str, Any]:
                    "scored_from": f.stream.scored_from,
                    "labelled_rows": None if f.stream.labels is None
                    else int(np.count_nonzero(f.stream.labels[f.stream.scored_from:])),
+                   "beyond_range": {name: round(z, 1) for name, z in f.beyond_range},
                    **{kind: _model_json(f.results[kind], f.stream) for kind in ev.models}}
                   for f in ev.files],
         "seconds": round(ev.seconds, 2), **ev.extra,
@@ -466,6 +481,13 @@ def summary_markdown(ev: Evaluation, title: str = "Evaluation") -> str:
             if set(counts) - {CALIBRATED}:  # (said only where a history lifted any)
                 lines += ["", f"Episodes by {what} ({kind}): "
                           + ", ".join(f"{name} {n}" for name, n in counts.items()) + "."]
+    beyond = [f for f in ev.files if f.beyond_range]
+    if beyond:
+        clip = m.normalisation.clip
+        lines += ["", "## Files the model cannot judge", "",
+                  "These streams run where the model was never trained: their figures say "
+                  "little about the detector.", ""]
+        lines += [f"- `{f.stream.name}`: {range_note(f.beyond_range, clip)}" for f in beyond]
     lines += ["", "## Per file (alarm = episode open)", "",
               "Delay: from the labelled segment's first row to the first alarm in it; "
               "\"open before\": an episode that started before the segment was still open.", "",

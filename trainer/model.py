@@ -81,7 +81,8 @@ def train(train_seqs: Sequence[np.ndarray], val_seqs: Sequence[np.ndarray],
     model = build(n_features, config.layers, residual=config.residual)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     log(f"training on {len(x_train)} windows of {config.sequence_length} readings "
-        f"({len(train_seqs)} sequences), validating on {len(x_val)}")
+        f"({len(train_seqs)} sequence{'' if len(train_seqs) == 1 else 's'}), "
+        f"validating on {len(x_val)}")
 
     class Progress(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
