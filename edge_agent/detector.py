@@ -103,6 +103,7 @@ class Outcome(NamedTuple):
     seasonal: Vector | None = None
     normalised: Vector | None = None  # the reading as the model and the scorer saw it
     adaptive: Vector | None = None  # the adaptive part per feature (None: none yet)
+    lifted_by: str | None = None  # which history lifted ``score`` (None: as calibrated)
 
     @property
     def expected(self) -> np.ndarray | None:
@@ -295,7 +296,7 @@ class Detector:
         scale = state.scale
         assert scale is not None
         x = scale.forward(values)
-        score = raw = z = shift = season = None
+        score = raw = z = shift = season = lifted_by = None
         scorer = self.scorer
         adaptive = scorer.adaptive_shift(state.score, x) if scorer.has_adaptive else None
         prediction = state.prediction
@@ -319,7 +320,6 @@ class Detector:
                 adapted = scorer.raw(adaptive[0])
                 if adapted > score:
                     score = adapted
-            lifted_by = None
             if self.relative is not None:
                 score, lifted_by = self.relative.lift(state.history, score, self.enter,
                                                       (surprise, level, seasonal, adapted),
@@ -343,7 +343,7 @@ class Detector:
             status = "anomalous" if state.episode.active else "normal"
         return Outcome(admission, status, score, raw, events, z, shift, prediction, scale,
                        season[0] if season is not None else None, x,
-                       adaptive[0] if adaptive is not None else None)
+                       adaptive[0] if adaptive is not None else None, lifted_by)
 
     def _contributions(self, state: StreamState, values: Vector, forecast: np.ndarray,
                        errors: Vector, shift: Vector | None,

@@ -4,7 +4,8 @@ Per stream, two entities under one device per agent:
 
 * a ``binary_sensor`` with device class ``problem``: on while the stream is anomalous (from the
   retained status topic), with the latest alert as its attributes;
-* a ``sensor`` with the stream's anomaly score (about 1 is normal).
+* a ``sensor`` with the stream's anomaly score (about 1 is normal), its enter threshold and
+  what lifted the score (``lifted_by``) as attributes.
 
 Both are available while the agent is (its retained availability topic, also its Last Will).
 Discovery configs are retained and republished after every reconnect; the entities of streams
@@ -68,6 +69,7 @@ class Discovery:
             "unique_id": f"{base}_score",
             "state_topic": self.topics.score(stream_id),
             "value_template": "{{ value_json.score }}",
+            "json_attributes_topic": self.topics.score(stream_id),  # threshold, lifted_by
             "state_class": "measurement",
             "suggested_display_precision": 2,
             **self.availability,

@@ -84,5 +84,18 @@ def alert_payload(alert: Alert, *, topic: str, fields: dict[str, str], model_nam
     }
 
 
+def score_payload(ts: float, score: float, threshold: float, status: str,
+                  lifted_by: str | None) -> dict[str, Any]:
+    """One reading's score for live charts (``output.scores``): with the enter threshold it
+    is judged against, so a chart can draw the line without knowing the bundle, and what
+    lifted it, as in alerts.
+
+    >>> score_payload(1.7e9, 1.234567, 3.0, "normal", None)
+    {'ts': 1700000000.0, 'score': 1.2346, 'threshold': 3.0, 'status': 'normal', 'lifted_by': None}
+    """
+    return {"ts": round(ts, 3), "score": round(score, 4), "threshold": round(threshold, 4),
+            "status": status, "lifted_by": lifted_by}
+
+
 def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")

@@ -24,7 +24,7 @@ from . import snapshots
 from .detector import Alert, Detector, range_note
 from .homeassistant import Discovery
 from .logs import RateLimitedLog
-from .payloads import Topics, alert_payload, encode
+from .payloads import Topics, alert_payload, encode, score_payload
 from .snapshots import Restored, encode_stream
 from .stats import Stats
 from .streams import Admission, StreamState
@@ -280,9 +280,9 @@ class Worker:
             at = item.ts if own_ts else item.arrival
             if at - self.last_score.get(stream_id, -1e18) >= self.score_interval_s:
                 self.last_score[stream_id] = at
-                self.output.publish(self.topics.score(stream_id), encode(
-                    {"ts": round(at, 3), "score": round(outcome.score, 4),
-                     "status": outcome.status}), 0, False)
+                self.output.publish(self.topics.score(stream_id), encode(score_payload(
+                    at, outcome.score, self.detector.enter, outcome.status,
+                    outcome.lifted_by)), 0, False)
         self.stats.processed += 1
         self.output.ack(item.mid, item.qos)
 

@@ -227,12 +227,14 @@ def test_evaluation_alerts_are_what_the_worker_publishes(labelled_dir: Path, tmp
     class Output:
         def __init__(self) -> None:
             self.alerts: list[dict] = []
+            self.scores: list[dict] = []
 
         def publish_alert(self, alert_id: str, kind: str, topic: str, payload: bytes) -> None:
             self.alerts.append(json.loads(payload))
 
         def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-            pass
+            if topic.endswith("/score"):
+                self.scores.append(json.loads(payload))
 
         def ack(self, mid: int, qos: int) -> None:
             pass
@@ -246,11 +248,18 @@ def test_evaluation_alerts_are_what_the_worker_publishes(labelled_dir: Path, tmp
                         detector_settings(load_agent_config(config)))
     out = Output()
     worker = Worker(detector, lambda n, t: [], out, Topics("edge-anomaly", "a"), Stats(),
-                    agent_id="a", max_streams=10, publish_scores=False)
+                    agent_id="a", max_streams=10, publish_scores=True)
     for i, (row, ts) in enumerate(zip(stream.values, stream.timestamps)):
         worker.handle(Item("r2/wrist", "robots/r2/joints/wrist/t", {}, row, float(ts), 0.0,
                            i, 1))
     assert [(a["type"], a["at"], a["alert_id"], a["lifted_by"]) for a in out.alerts] == expected
+    # The score topic tells the same story at each alert's reading: score, threshold, lift.
+    scores = {iso(s["ts"]): s for s in out.scores}
+    assert all(s["threshold"] == round(detector.enter, 4) for s in out.scores)
+    for a in out.alerts:
+        s = scores[a["at"]]
+        assert (s["score"], s["threshold"], s["lifted_by"]) == (
+            a["score"], a["threshold"], a["lifted_by"])
     # With the part histories on, the payloads say which history lifted a score; the
     # worker counts the episodes it opened by it.
     assert any(e[3] is not None for e in expected) == optional_parts

@@ -274,8 +274,13 @@ def test_home_assistant_discovery(broker: Mosquitto, tmp_path: Path) -> None:
     assert score.json() == {
         "name": "r1/j1 anomaly score", "unique_id": "edge_anomaly_test-agent_r1_j1_score",
         "state_topic": "edge-anomaly/streams/r1/j1/score",
-        "value_template": "{{ value_json.score }}", "state_class": "measurement",
+        "value_template": "{{ value_json.score }}",
+        "json_attributes_topic": "edge-anomaly/streams/r1/j1/score", "state_class": "measurement",
         "suggested_display_precision": 2, **availability, "device": device}
+    enter = load_bundle(DEMO).manifest.scoring.threshold.enter
+    assert all(m.json()["threshold"] == round(enter, 4) and m.json()["lifted_by"] is None
+               and set(m.json()) == {"ts", "score", "threshold", "status", "lifted_by"}
+               for m in scores)
     stamps = [m.json()["ts"] for m in scores]
     assert len(stamps) == 8 and all(b - a >= 5 for a, b in zip(stamps, stamps[1:]))
 
