@@ -37,6 +37,13 @@ def _demo(args: argparse.Namespace) -> int:
                args.embedded_broker)
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from .watch import run, use_color
+
+    return run(args.config, args.broker, args.prefix, stats=args.stats, count=args.count,
+               timeout=args.timeout, color=use_color() and not args.no_color)
+
+
 def _speed(text: str) -> float:
     value = float(text.rstrip("xX"))
     if value <= 0:
@@ -135,6 +142,19 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--timestamp-column", default="auto")
     rp.add_argument("--nan-policy", choices=("drop", "ffill", "fail"), default="fail")
     rp.set_defaults(func=_replay)
+    w = sub.add_parser("watch", help="print the agents' alerts, stream statuses and "
+                       "availability as they are published")
+    w.add_argument("--config", help="agent YAML: connect as the agent does (TLS, user name, "
+                   "password) and use its topic prefix")
+    w.add_argument("--broker", help="host:port (default: the config's, or 127.0.0.1:1883)")
+    w.add_argument("--prefix", help="topic prefix (default: the config's output.prefix, or "
+                   "edge-anomaly)")
+    w.add_argument("--stats", action="store_true", help="also print each agent's stats")
+    w.add_argument("--count", type=int, help="exit 0 after this many alert events")
+    w.add_argument("--timeout", type=float, help="stop after this many seconds (exit 1 if "
+                   "--count was not reached)")
+    w.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
+    w.set_defaults(func=_watch)
     return p
 
 

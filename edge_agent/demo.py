@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from .broker import Mosquitto, find_mosquitto, free_port, stop_child, wait_for_port
 from .replay import Feed, Progress, play, simulated
 from .simulator import FEATURES, Fault, simulate, training_joint
+from .watch import STATUS_COLOURS, alert_line, use_color
 
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
 PREFIX = "edge-anomaly"
@@ -272,21 +273,14 @@ class Demo:
             status = dict(self.board.status)
             score = dict(self.board.score)
         for alert in new_alerts:
-            when = _sim_seconds(alert["at"])
-            top = alert["top_features"][0] if alert["top_features"] else None
-            detail = (f"top {top['feature']} {top['observed']:.3g} (expected {top['expected']:.3g})"
-                      if top else alert.get("reason") or "")
-            kind = alert["type"].upper()
-            colour = {"START": "1;31", "UPDATE": "33", "END": "32"}[kind]
-            print(f"  [{when:6.1f} s] {self._paint(f'{kind:6s}', colour)} {alert['stream']:12s} "
-                  f"score {alert['score']:6.2f}  {detail}")
+            print(alert_line(alert, f"{_sim_seconds(alert['at']):6.1f} s", self._paint))
         if int(elapsed * 2) % 10 == 0:
             line = "  ".join(f"{s}: {self._status(status.get(s, '-'))} {score.get(s, 0):5.2f}"
                              for s in STREAMS)
             print(f"[{elapsed:5.1f} s] {line}")
 
     def _status(self, status: str) -> str:
-        colour = {"anomalous": "1;31", "normal": "32", "warming_up": "36"}.get(status)
+        colour = STATUS_COLOURS.get(status)
         label = {"warming_up": "warming", "anomalous": "ANOMALY"}.get(status, status)
         return self._paint(f"{label:7s}", colour) if colour else f"{label:7s}"
 
@@ -373,7 +367,7 @@ def run(duration: float, speed: float, broker: str | None, summary_json: str | N
     # Ctrl-C stops the demo cleanly even when it was started as a background job of a script,
     # which inherits SIGINT ignored (Python then installs no KeyboardInterrupt handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    demo = Demo(duration=duration, speed=speed, broker=broker, color=sys.stdout.isatty(),
+    demo = Demo(duration=duration, speed=speed, broker=broker, color=use_color(),
                 embedded=embedded)
     summary = demo.run()
     if summary_json:

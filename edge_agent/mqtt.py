@@ -83,13 +83,7 @@ class MqttLink:
         self.client.reconnect_delay_set(max(1, int(config.reconnect_min_s)),
                                         max(1, int(config.reconnect_max_s)))
         self.client.will_set(availability_topic, b"offline", qos=1, retain=True)
-        if config.username is not None:
-            self.client.username_pw_set(config.username, read_secret(config))
-        if config.tls.enabled:
-            tls = config.tls
-            self.client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file,
-                                keyfile=tls.key_file, cert_reqs=ssl.CERT_REQUIRED)
-            self.client.tls_insecure_set(not tls.check_hostname)
+        secure(self.client, config)
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_message = self._handle_message
@@ -180,6 +174,18 @@ class MqttLink:
         except Exception:  # noqa: BLE001 - last line of defence for paho's thread
             log.exception("message handler failed on a batch of %d from topic %r",
                           len(messages), messages[0].topic)
+
+
+def secure(client: paho.Client, config: BrokerConfig) -> None:
+    """Give ``client`` the broker config's user name, password and TLS settings (the agent's
+    link and ``edge-agent watch`` connect the same way)."""
+    if config.username is not None:
+        client.username_pw_set(config.username, read_secret(config))
+    if config.tls.enabled:
+        tls = config.tls
+        client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(not tls.check_hostname)
 
 
 def probe(config: BrokerConfig, timeout: float = 3.0) -> str:
