@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from .broker import Mosquitto, find_mosquitto, free_port, stop_child, wait_for_port
 from .replay import Feed, Progress, play, simulated
 from .simulator import FEATURES, Fault, simulate, training_joint
-from .watch import STATUS_COLOURS, alert_line, use_color
+from .watch import STATUS_COLOURS, alert_line, painter, use_color
 
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
 PREFIX = "edge-anomaly"
@@ -102,7 +102,7 @@ class Demo:
         self.duration = duration
         self.speed = speed
         self.external_broker = broker
-        self.color = color
+        self._paint = painter(color)
         self.seed = seed
         self.folder = Path(tempfile.mkdtemp(prefix="edge-demo-"))
         self.board = Board()
@@ -263,9 +263,6 @@ class Demo:
                 broker.stderr.close()
 
     # -- output ----------------------------------------------------------------------------
-    def _paint(self, text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.color else text
-
     def draw(self, elapsed: float) -> None:
         with self.board.lock:
             new_alerts = self.board.alerts[self.board.printed:]
