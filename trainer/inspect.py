@@ -63,19 +63,36 @@ def widened_note(details: dict[str, Any]) -> str:
         for k, v in widened.items())) if widened else ""
 
 
+def span(readings: float, period_s: float | None) -> str:
+    """A count of readings with the time it spans at the bundle's sample period: the scoring
+    settings are in readings, so the same config means 30 s at 10 Hz and 5 minutes at 1 Hz.
+
+    >>> span(300, 1.0), span(200, 0.1), span(8640, 300.0), span(50, None)
+    ('300 readings = 5 min', '200 readings = 20 s', '8,640 readings = 30 d', '50 readings')
+    """
+    count = f"{readings:,.0f} readings" if readings >= 10 else f"{readings:.2g} readings"
+    if not period_s:
+        return count
+    seconds = readings * period_s
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size:
+            return f"{count} = {seconds / size:.2g} {unit}"
+    return f"{count} = {seconds:.2g} s"
+
+
 def summary(bundle: Bundle) -> str:
     m = bundle.manifest
     norm, scoring = m.normalisation, m.scoring
-    mode = (f"per stream (baseline of {norm.baseline_readings} readings)" if norm.per_stream
+    period = m.sample_period_s
+    baseline = span(norm.baseline_readings, period)
+    mode = (f"per stream (baseline of {baseline})" if norm.per_stream
             else "training-set statistics"
-            + (f"; level anchored on a {norm.baseline_readings}-reading baseline"
-               if scoring.level else ""))
-    period = f"{m.sample_period_s:g} s" if m.sample_period_s else "unknown"
+            + (f"; level anchored on a baseline of {baseline}" if scoring.level else ""))
     lines = [
         f"bundle {bundle.path}: OK (schema {m.schema_version}, sha256 and tensors verified)",
         f"name: {m.name}   created {m.created} by trainer {m.trainer_version}",
         f"features ({len(m.features)}): {', '.join(m.features)}",
-        f"sample period: {period}",
+        f"sample period: {f'{period:g} s' if period else 'unknown'}",
         f"normalisation: {mode}; inputs clipped to ±{norm.clip:g}",
         f"architecture: LSTM {m.architecture.layers}, trained on windows of "
         f"{m.architecture.sequence_length}, forecasting {m.architecture.horizon} step ahead",
@@ -83,13 +100,20 @@ def summary(bundle: Bundle) -> str:
     ]
     if m.float_model is not None:
         lines += _model_lines("float model", m.float_model)
-    level = (f"; level shift alpha {scoring.level.alpha:g}" if scoring.level else "; no level part")
-    if scoring.level and scoring.level.rebase_after:
-        rescale = ", its scale widened to a noisier new level" if scoring.level.noise else ""
-        level += f" (rebased after {scoring.level.rebase_after} readings away{rescale})"
+    level = "; no level part"
+    if scoring.level:
+        lv = scoring.level
+        level = f"; level shift alpha {lv.alpha:g} (a recent mean over ~{span(1 / lv.alpha, period)}"
+        if lv.track_alpha:
+            level += f"; the baseline follows drift slower than ~{span(1 / lv.track_alpha, period)}"
+        if lv.rebase_after:
+            rescale = ", its scale widened to a noisier new level" if lv.noise else ""
+            level += f"; rebased after {span(lv.rebase_after, period)} away{rescale}"
+        level += ")"
     seasonal = "; " + parts_note(scoring, None)
     lines += [
-        f"scoring: smoothing alpha {scoring.smoothing.alpha:g}{level}{seasonal}; top "
+        f"scoring: smoothing alpha {scoring.smoothing.alpha:g} (~"
+        f"{span(1 / scoring.smoothing.alpha, period)}){level}{seasonal}; top "
         f"{scoring.top_features} features reported",
         f"threshold ({scoring.threshold.method}): enter {scoring.threshold.enter:.4g}, "
         f"exit {scoring.threshold.exit:.4g}" + widened_note(scoring.threshold.details)
