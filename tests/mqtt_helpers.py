@@ -256,3 +256,15 @@ def tls_mosquitto(certs: Path, user: tuple[str, str] | None = None) -> tuple[Mos
     broker = Mosquitto(anonymous=user is None, extra_config=extra)
     broker.start()
     return broker, ca_cert
+
+
+def tls_agent_config(tmp_path: Path, broker: Mosquitto, ca_file: Path, password: str,
+                     host: str = "localhost", check_hostname: bool = True) -> Path:
+    """An agent config for a :func:`tls_mosquitto` broker: user ``edge``, ``password`` in a
+    file, TLS trusting ``ca_file``."""
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(password + "\n")
+    return agent_config(tmp_path / "agent.yaml", broker, broker={
+        "host": host, "port": broker.port, "username": "edge", "password_file": str(secret),
+        "tls": {"enabled": True, "ca_file": str(ca_file), "check_hostname": check_hostname},
+        "reconnect_min_s": 1, "reconnect_max_s": 2})

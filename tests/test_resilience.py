@@ -21,7 +21,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.simulator import FEATURES, Fault
 from tests.mqtt_helpers import (ROOT, TOPIC, AgentProcess, Publisher, Recorder, agent_config,
                                 expected_alerts, fault_run, make_ca, needs_mosquitto,
-                                reading_payload, tls_mosquitto, wait_until)
+                                reading_payload, tls_agent_config, tls_mosquitto, wait_until)
 
 pytestmark = [needs_mosquitto]
 AVAILABILITY = "edge-anomaly/agents/test-agent/availability"
@@ -308,16 +308,6 @@ def tls_broker(tmp_path: Path):
     broker, ca_cert = tls_mosquitto(certs, ("edge", "right-horse-battery"))
     yield broker, ca_cert, certs
     broker.close()
-
-
-def tls_agent_config(tmp_path: Path, broker: Mosquitto, ca_file: Path, password: str,
-                     host: str = "localhost", check_hostname: bool = True) -> Path:
-    secret = tmp_path / "mqtt-password"
-    secret.write_text(password + "\n")
-    return agent_config(tmp_path / "agent.yaml", broker, broker={
-        "host": host, "port": broker.port, "username": "edge", "password_file": str(secret),
-        "tls": {"enabled": True, "ca_file": str(ca_file), "check_hostname": check_hostname},
-        "reconnect_min_s": 1, "reconnect_max_s": 2})
 
 
 def test_tls_with_password_works_end_to_end(tls_broker, tmp_path: Path) -> None:

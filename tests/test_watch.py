@@ -16,7 +16,7 @@ from edge_agent.broker import Mosquitto, free_port
 from edge_agent.simulator import FEATURES, Fault
 from edge_agent.watch import Watcher, painter
 from tests.mqtt_helpers import (ROOT, TOPIC, AgentProcess, Publisher, agent_config, fault_run,
-                                reading_payload)
+                                reading_payload, tls_agent_config, tls_mosquitto)
 
 
 def watch_process(*args: str) -> subprocess.Popen[str]:
@@ -68,6 +68,28 @@ def test_watch_says_when_the_count_was_not_reached_or_the_broker_is_away(
     away = watch_process("--broker", f"127.0.0.1:{port}", "--timeout", "1")
     out, _ = away.communicate(timeout=30)
     assert away.returncode == 1 and f"cannot connect to the broker at 127.0.0.1:{port}" in out
+
+
+def test_watch_connects_as_the_agent_does_over_tls_with_a_password(tmp_path: Path) -> None:
+    broker, ca_cert = tls_mosquitto(tmp_path / "certs", ("edge", "right-horse-battery"))
+    try:
+        config = tls_agent_config(tmp_path, broker, ca_cert, "right-horse-battery")
+        agent = AgentProcess(config)
+        try:
+            agent.wait_log("subscribing to")
+            ok = watch_process("--config", str(config), "--timeout", "2", "--no-color")
+            out, _ = ok.communicate(timeout=30)
+        finally:
+            assert agent.stop() == 0, agent.log()
+        assert ok.returncode == 0 and out.startswith("watching edge-anomaly/# on localhost:"), out
+        assert "agent test-agent online" in out, out
+        (tmp_path / "wrong").mkdir()
+        wrong = tls_agent_config(tmp_path / "wrong", broker, ca_cert, "wrong-horse")
+        refused = watch_process("--config", str(wrong), "--timeout", "5")
+        out, _ = refused.communicate(timeout=30)
+        assert refused.returncode == 1 and "the broker refused the connection" in out, out
+    finally:
+        broker.close()
 
 
 def test_each_message_gets_its_line() -> None:
