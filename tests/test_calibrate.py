@@ -168,3 +168,14 @@ def test_a_seasonal_tail_seen_in_few_looks_is_widened_for_what_it_could_not_show
     alarms_as_seen, alarms_widened = seasonal_alarms(as_seen), seasonal_alarms(widened)
     assert alarms_as_seen >= 10
     assert alarms_widened <= alarms_as_seen // 2
+
+
+def test_inspect_says_how_long_each_span_lasts_at_the_bundles_sample_period():
+    """The scoring counts readings; the demo's 10 Hz makes its 300-reading baseline 30 s, and a
+    bundle of the same config on 1 Hz data would wait five minutes."""
+    demo = load_bundle(DEMO_BUNDLE)
+    text = summary(demo)
+    assert "level anchored on a baseline of 300 readings = 30 s" in text
+    assert "a recent mean over ~200 readings = 20 s" in text
+    slow = Bundle(demo.path, demo.manifest.model_copy(update={"sample_period_s": 1.0}))
+    assert "baseline of 300 readings = 5 min" in summary(slow)

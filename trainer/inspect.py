@@ -31,26 +31,31 @@ def _model_lines(label: str, spec: ModelFile) -> list[str]:
     return lines
 
 
-def relative_note(relative: RelativeThreshold | None) -> str:
-    """The relative threshold in words, if the bundle has one.
+def relative_note(relative: RelativeThreshold | None, period_s: float | None = None) -> str:
+    """The relative threshold in words, if the bundle has one (its spans also as times, a
+    score per reading, when the sample period is known).
 
     >>> print(relative_note(RelativeThreshold(window=5, z=2.5, absolute_margin=2.0))[2:])
     also over it when the mean of the last 5 scores is 2.5 sd above the stream's own history (after 50 scores; calibrated threshold raised x2)
-    >>> print(relative_note(RelativeThreshold(absolute_for=4000)).split("; ")[-1])
-    calibrated threshold raised x1, and only the history after 4000 scores)
-    >>> print(relative_note(RelativeThreshold(part_z=5.0)).split(" (")[0][2:])
+    >>> print(relative_note(RelativeThreshold(absolute_for=4000), 300.0).split("; ")[-1])
+    calibrated threshold raised x1, and only the history after 4,000 scores = 14 d)
+    >>> print(relative_note(RelativeThreshold(part_z=5.0, horizon=8640), 300.0).split(" (")[0][2:])
     also over it when the mean of the last 5 scores is 2.5 sd above the stream's own history, or that of one part 5 sd above the part's
+    >>> print(relative_note(RelativeThreshold(horizon=8640), 300.0).split("; ")[2])
+    history forgets beyond ~8,640 scores = 30 d
     """
     if relative is None:
         return ""
-    until = (f", and only the history after {relative.absolute_for} scores"
+    until = (f", and only the history after {span(relative.absolute_for, period_s, 'scores')}"
              if relative.absolute_for is not None else "")
     parts = (f", or that of one part {relative.part_z:g} sd above the part's"
              if relative.part_z is not None else "")
+    forgets = (f"history forgets beyond ~{span(relative.horizon, period_s, 'scores')}; "
+               if relative.horizon is not None else "")
     return (f"; also over it when the mean of the last {relative.window} scores is "
             f"{relative.z:g} sd above the stream's own history{parts} (after "
-            f"{relative.min_history} scores; calibrated threshold raised "
-            f"x{relative.absolute_margin:g}{until})")
+            f"{span(relative.min_history, period_s, 'scores')}; {forgets}calibrated threshold "
+            f"raised x{relative.absolute_margin:g}{until})")
 
 
 def widened_note(details: dict[str, Any]) -> str:
@@ -63,14 +68,14 @@ def widened_note(details: dict[str, Any]) -> str:
         for k, v in widened.items())) if widened else ""
 
 
-def span(readings: float, period_s: float | None) -> str:
+def span(readings: float, period_s: float | None, unit: str = "readings") -> str:
     """A count of readings with the time it spans at the bundle's sample period: the scoring
     settings are in readings, so the same config means 30 s at 10 Hz and 5 minutes at 1 Hz.
 
     >>> span(300, 1.0), span(200, 0.1), span(8640, 300.0), span(50, None)
     ('300 readings = 5 min', '200 readings = 20 s', '8,640 readings = 30 d', '50 readings')
     """
-    count = f"{readings:,.0f} readings" if readings >= 10 else f"{readings:.2g} readings"
+    count = f"{readings:,.0f} {unit}" if readings >= 10 else f"{readings:.2g} {unit}"
     if not period_s:
         return count
     seconds = readings * period_s
@@ -117,7 +122,7 @@ def summary(bundle: Bundle) -> str:
         f"{scoring.top_features} features reported",
         f"threshold ({scoring.threshold.method}): enter {scoring.threshold.enter:.4g}, "
         f"exit {scoring.threshold.exit:.4g}" + widened_note(scoring.threshold.details)
-        + relative_note(scoring.threshold.relative),
+        + relative_note(scoring.threshold.relative, period),
     ]
     t = m.training
     if t:
