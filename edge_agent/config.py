@@ -150,7 +150,8 @@ class OutputConfig(Section):
     prefix: str = Field("edge-anomaly", description="Topic prefix of everything published.")
     qos: Literal[0, 1] = Field(1, description="QoS of alerts.")
     scores: bool = Field(False, description="Publish every reading's score to "
-                         "{prefix}/streams/{stream}/score (for live charts).")
+                         "{prefix}/streams/{stream}/score (for live charts): ts, score, the "
+                         "enter threshold, status and lifted_by.")
     score_interval_s: float = Field(0.0, ge=0, description="With scores: at most one score "
                                     "message per stream this often (reading time; 0: every "
                                     "reading).")
