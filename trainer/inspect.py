@@ -79,9 +79,9 @@ def span(readings: float, period_s: float | None, unit: str = "readings") -> str
     if not period_s:
         return count
     seconds = readings * period_s
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+    for name, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
         if seconds >= 2 * size:
-            return f"{count} = {seconds / size:.2g} {unit}"
+            return f"{count} = {seconds / size:.2g} {name}"
     return f"{count} = {seconds:.2g} s"
 
 
@@ -108,9 +108,11 @@ def summary(bundle: Bundle) -> str:
     level = "; no level part"
     if scoring.level:
         lv = scoring.level
-        level = f"; level shift alpha {lv.alpha:g} (a recent mean over ~{span(1 / lv.alpha, period)}"
+        level = (f"; level shift alpha {lv.alpha:g} (a recent mean over "
+                 f"~{span(1 / lv.alpha, period)}")
         if lv.track_alpha:
-            level += f"; the baseline follows drift slower than ~{span(1 / lv.track_alpha, period)}"
+            level += ("; the baseline follows drift slower than "
+                      f"~{span(1 / lv.track_alpha, period)}")
         if lv.rebase_after:
             rescale = ", its scale widened to a noisier new level" if lv.noise else ""
             level += f"; rebased after {span(lv.rebase_after, period)} away{rescale}"
