@@ -16,9 +16,30 @@ from . import report
 from .calibrate import calibrate_split
 from .config import TrainerConfig
 from .data import fit_normalisation, load_split, normalise
+from .inspect import span
 from .model import train
 from .parity import ParityError, check
 from .quantize import export, streaming_twin
+
+
+def spans_note(config: TrainerConfig, period_s: float | None) -> str:
+    """The config's main spans, counted in readings, as times at the data's sample period:
+    the moment to notice that a template made for 10 Hz waits ten times longer at 1 Hz.
+
+    >>> from trainer.config import TrainerConfig
+    >>> spans_note(TrainerConfig(), 1.0)
+    'spans at this sample period: baseline 200 readings = 3.3 min, score smoothing ~10 readings = 10 s, level mean ~50 readings = 50 s'
+    """
+    level = config.scoring.level
+    parts = [f"baseline {span(config.normalisation.baseline_readings, period_s)}",
+             f"score smoothing ~{span(1 / config.scoring.smoothing_alpha, period_s)}"]
+    if level.enabled:
+        parts.append(f"level mean ~{span(1 / level.alpha, period_s)}")
+        if level.track_alpha:
+            parts.append(f"drift followed over ~{span(1 / level.track_alpha, period_s)}")
+        if level.rebase_after:
+            parts.append(f"rebase after {span(level.rebase_after, period_s)}")
+    return "spans at this sample period: " + ", ".join(parts)
 
 
 def run(config: TrainerConfig, log: Callable[[str], None] = print) -> Bundle:
@@ -29,6 +50,7 @@ def run(config: TrainerConfig, log: Callable[[str], None] = print) -> Bundle:
     period = f"{split.sample_period_s:g} s" if split.sample_period_s else "unknown"
     log(f"      {len(split.recordings)} file(s), {rows} rows, features {split.features}, "
         f"sample period {period}")
+    log("      " + spans_note(config, split.sample_period_s))
     norm = fit_normalisation(split.train, config.normalisation)
     train_seqs = [normalise(r, norm) for r in split.train]
     val_seqs = [normalise(v, norm, baseline_from=t)
