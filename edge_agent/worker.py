@@ -101,9 +101,8 @@ class Worker:
         self.routes: dict[str, tuple[str, dict[str, str]]] = {}
         self.statuses: dict[str, str] = {}
         # streams whose usual values lie beyond the model's range (Detector.beyond_range),
-        # among those checked once their baseline was complete
+        # judged when a stream leaves its warm-up, is restored or gets a new model
         self.beyond_range: dict[str, list[tuple[str, float]]] = {}
-        self._range_checked: set[str] = set()
         self._range_log = RateLimitedLog(log, RANGE_WARNING_INTERVAL_S)
         self.heartbeat = time.monotonic()
         self._snapshot_wanted = threading.Event()
@@ -173,7 +172,6 @@ class Worker:
             for table in (self.routes, self.statuses, self.last_seen, self.last_score,
                           self.beyond_range):
                 table.pop(stream_id, None)
-            self._range_checked.discard(stream_id)
             self.output.publish(self.topics.status(stream_id), b"", 1, True)
             if self.discovery is not None and self.remove_expired_entities:
                 for topic in self.discovery.config_topics(stream_id):
@@ -207,8 +205,10 @@ class Worker:
                 self.publish_alert(ended)
             self.streams[stream_id] = detector.new_stream(stream_id)
         self.detector = detector
-        self.beyond_range.clear()  # the new model's range: every stream is checked again
-        self._range_checked.clear()
+        self.beyond_range.clear()  # judged again against the new model's range
+        if keep_state:
+            for stream_id, state in self.streams.items():
+                self.check_range(stream_id, state)
         manifest = detector.bundle.manifest
         self._model_name, self._model_sha = manifest.name, manifest.model.sha256
         done.set()
@@ -245,6 +245,7 @@ class Worker:
             self.routes[stream_id] = (entry.topic, entry.fields)
             if entry.status is not None:
                 self.statuses[stream_id] = entry.status
+            self.check_range(stream_id, entry.state)
 
     # -- one reading -------------------------------------------------------------------------
     def handle(self, item: Item) -> None:
@@ -267,13 +268,14 @@ class Worker:
         outcome = self.detector.process(state, item.values, item.ts if own_ts else item.arrival,
                                         own_ts)
         self.stats.observe(time.perf_counter() - started)
-        if stream_id not in self._range_checked and state.anchor is not None:
-            self.check_range(stream_id, state)
         if outcome.admission is not Admission.ACCEPT:
             self.stats.admission[outcome.admission.value] += 1
         for alert in outcome.alerts:
             self.publish_alert(alert)
-        if self.statuses.get(stream_id) != outcome.status:
+        previous = self.statuses.get(stream_id)
+        if previous != outcome.status:
+            if previous in (None, "warming_up") and outcome.status != "warming_up":
+                self.check_range(stream_id, state)  # out of the warm-up: its baseline is whole
             self.statuses[stream_id] = outcome.status
             self.output.publish(self.topics.status(stream_id), outcome.status.encode(), 1, True)
         if self.publish_scores and outcome.score is not None:
@@ -287,12 +289,14 @@ class Worker:
         self.output.ack(item.mid, item.qos)
 
     def check_range(self, stream_id: str, state: StreamState) -> None:
-        """Once a stream's baseline is complete (or its state was restored, or the model
-        changed): does it run where the model was trained? A stream that does not is kept
-        in :attr:`beyond_range` (the stats count them) and named in a warning."""
-        self._range_checked.add(stream_id)
+        """Does the stream run where the model was trained (asked when it leaves its warm-up,
+        is restored from a snapshot or carries on with a new model: never per reading)? A
+        stream that does not is kept in :attr:`beyond_range` (the stats count them) and
+        named in a warning."""
         beyond = self.detector.beyond_range(state)
-        if beyond:
+        if not beyond:
+            self.beyond_range.pop(stream_id, None)
+        else:
             self.beyond_range[stream_id] = beyond
             self._range_log.warning(
                 "beyond_range", "stream %s (%d stream(s) beyond the model's range so far): %s",

@@ -37,6 +37,15 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"EDGE_REQUIRE_ALL=1 but missing: {', '.join(missing)}")
 
 
+class Discard:
+    """A worker's output that drops everything (``publish_alert``, ``publish``, ``ack``):
+    for tests that look at the worker's own state."""
+
+    def publish_alert(self, *args: object) -> None: ...
+    def publish(self, *args: object) -> None: ...
+    def ack(self, *args: object) -> None: ...
+
+
 def with_optional_parts(bundle: "Bundle") -> "Bundle":
     """The demo bundle with every part that learns on the device (see
     :func:`edge_agent.learning.with_learning_parts`)."""

@@ -16,14 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_agent import snapshots
+from edge_agent.broker import Mosquitto
 from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.detector import Detector, DetectorSettings
 from edge_agent.model import StatefulModel
 from edge_agent.payloads import Topics
-from edge_agent.simulator import simulate
+from edge_agent.simulator import FEATURES, simulate
 from edge_agent.stats import Stats
 from edge_agent.worker import Item, Worker
-from tests.conftest import DEMO_BUNDLE
+from tests.conftest import DEMO_BUNDLE, Discard
+from tests.mqtt_helpers import (TOPIC, AgentProcess, Publisher, Recorder, agent_config,
+                                reading_payload, wait_until)
 
 BUNDLE = load_bundle(DEMO_BUNDLE)
 TEMPERATURE = BUNDLE.manifest.features.index("temperature")
@@ -79,12 +83,6 @@ def test_a_stream_scaled_by_its_own_baseline_is_never_beyond_the_range():
     assert state.anchor is not None and det.beyond_range(state) == []
 
 
-class Discard:
-    def publish_alert(self, *args: object) -> None: ...
-    def publish(self, *args: object) -> None: ...
-    def ack(self, *args: object) -> None: ...
-
-
 def feed(worker: Worker, stream_id: str, shifted: bool, n: int = 400) -> None:
     values, stamps = readings(shifted, n)
     for row, ts in zip(values, stamps):
@@ -103,17 +101,56 @@ def test_the_worker_warns_counts_and_forgets_streams_beyond_the_range(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("stream r2/hot (1 stream(s) beyond")
     assert "temperature (+2" in warnings[0] and "normalisation.per_stream" in warnings[0]
-    # a new model's range is another: every stream is checked again at its next reading
-    worker.swap(detector(), keep_state=True)
+    # a new model's range is another: streams that carry on are judged against it at once,
+    # streams that start over once they have left their new warm-up
+    worker.swap(detector(per_stream(BUNDLE)), keep_state=True)
     assert worker.beyond_range == {}
-    values, stamps = readings(shifted=True)
-    worker.handle(Item("r2/hot", "robots/r2/hot/telemetry", {}, values[-1].tolist(),
-                       float(stamps[-1]) + 1.0, 0.0, 0, 0))
+    worker.swap(detector(), keep_state=True)
+    assert set(worker.beyond_range) == {"r2/hot"}
+    worker.swap(detector(), keep_state=False)
+    assert worker.beyond_range == {}
+    feed(worker, "r2/hot", shifted=True)
     assert set(worker.beyond_range) == {"r2/hot"}
     # a stream that expires is forgotten with the rest of its state
     worker.last_seen["r2/hot"] = 0.0
     assert "r2/hot" in worker.expire(older_than=1.0)
     assert worker.beyond_range == {}
+
+
+def test_a_restored_stream_is_judged_before_its_next_reading(tmp_path: Path) -> None:
+    worker = Worker(detector(), lambda n, t: [], Discard(), Topics("edge", "a"), Stats(),
+                    agent_id="a", max_streams=10, publish_scores=False)
+    feed(worker, "r2/hot", shifted=True)
+    snapshots.write(tmp_path, BUNDLE.sha256, worker.encoded_streams(), clean=True)
+    fresh = Worker(detector(), lambda n, t: [], Discard(), Topics("edge", "a"), Stats(),
+                   agent_id="a", max_streams=10, publish_scores=False)
+    restored, _ = snapshots.read(tmp_path, BUNDLE.sha256, fresh.detector)
+    fresh.restore(restored)
+    assert set(fresh.beyond_range) == {"r2/hot"}
+
+
+def test_the_live_agent_names_and_counts_a_stream_beyond_the_range(broker: Mosquitto,
+                                                                    tmp_path: Path) -> None:
+    config = agent_config(tmp_path / "agent.yaml", broker)
+    recorder = Recorder(broker, topics=("edge-anomaly/agents/test-agent/stats",))
+    agent = AgentProcess(config)
+    try:
+        agent.wait_log("subscribing to")
+        publisher = Publisher(broker)
+        for robot, shifted in (("r1", False), ("r2", True)):
+            values, stamps = readings(shifted)
+            publisher.send_all((TOPIC.format(robot, "j1"), reading_payload(ts, row, FEATURES))
+                               for row, ts in zip(values, stamps))
+        publisher.close()
+        wait_until(lambda: any(m.json()["processed"] == 800 for m in recorder.messages), 30,
+                   "the stats after every reading")
+        last = [m.json() for m in recorder.messages if m.json()["processed"] == 800][-1]
+    finally:
+        assert agent.stop() == 0, agent.log()
+        recorder.close()
+    assert last["streams"] == 2 and last["streams_beyond_range"] == 1
+    assert "stream r2/j1 (1 stream(s) beyond the model's range so far): temperature (+2" \
+        in agent.log()
 
 
 def test_the_evaluation_names_the_files_the_model_cannot_judge(tmp_path: Path) -> None:

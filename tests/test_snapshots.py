@@ -18,15 +18,9 @@ from edge_agent.payloads import Topics
 from edge_agent.simulator import simulate
 from edge_agent.stats import Stats
 from edge_agent.worker import Item, Worker
-from tests.conftest import DEMO_BUNDLE, with_optional_parts
+from tests.conftest import DEMO_BUNDLE, Discard, with_optional_parts
 
 BUNDLE = load_bundle(DEMO_BUNDLE)
-
-
-class Discard:
-    def publish_alert(self, *args: object) -> None: ...
-    def publish(self, *args: object) -> None: ...
-    def ack(self, *args: object) -> None: ...
 
 
 def fed_worker(snapshot_dir: Path | None, streams: int = 3, readings: int = 400,
